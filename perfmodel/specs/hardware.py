@@ -1,0 +1,175 @@
+"""Hardware specs: one YAML file per device, data not code.
+
+A hardware spec is the device's datasheet written as a tree: compute peaks per data type and unit, the memory
+hierarchy from the nearest level (shared memory / L1) to the farthest (HBM or DRAM), interconnects, power, and
+an ``efficiency`` block (the achievable fraction of each peak and the launch overhead) that calibration fills.
+Every group cites its numbers through ``source``, a key of the top-level ``sources`` mapping.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from perfmodel.specs.base import Spec, catalog_names, load_spec
+
+DType = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]
+DTYPES: tuple[str, ...] = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
+
+Fraction = float
+
+
+class Compute(Spec):
+    """Compute resources: parallel units, clock and dense peak throughput per data type."""
+
+    units: PositiveInt = Field(description="number of parallel compute units (SMs, CUs or CPU cores)")
+    unit_name: Literal["SM", "CU", "core"] = Field("SM", description="what a unit is called on this device")
+    clock_hz: PositiveFloat = Field(description="clock at which the peaks below are quoted (Hz)")
+    tensor_flops: dict[DType, PositiveFloat] = Field(
+        default_factory=dict, description="dense matrix-unit peak per dtype (FLOP/s, no sparsity)")
+    vector_flops: dict[DType, PositiveFloat] = Field(
+        description="vector / CUDA-core peak per dtype (FLOP/s); also the fallback for dtypes without a tensor entry")
+    source: str = Field(description="key in `sources` citing these numbers")
+
+    def peak_flops(self, dtype: str, unit: str = "tensor") -> float:
+        """Peak FLOP/s for ``dtype`` on ``unit`` ('tensor' or 'vector'), falling back sensibly.
+
+        A matrix op in a dtype without a tensor peak runs on the vector units (e.g. fp32 without TF32).
+        Integer/fp8 vector work without an entry runs at the fp16/fp32 vector rate.
+        """
+        if unit == "tensor" and dtype in self.tensor_flops:
+            return self.tensor_flops[dtype]
+        if dtype in self.vector_flops:
+            return self.vector_flops[dtype]
+        for fallback in ("fp16", "bf16", "fp32"):
+            if fallback in self.vector_flops:
+                return self.vector_flops[fallback]
+        return max(self.vector_flops.values())
+
+
+class MemoryLevel(Spec):
+    """One level of the memory hierarchy."""
+
+    capacity_bytes: PositiveFloat = Field(description="capacity (bytes); per unit when `per_unit` is true")
+    bandwidth_bytes_per_s: PositiveFloat = Field(description="aggregate peak bandwidth of the level over all units (B/s)")
+    latency_s: PositiveFloat | None = Field(None, description="load-to-use latency (s), if known")
+    per_unit: bool = Field(False, description="true when the capacity is per SM/core (shared memory, L1, L2 of a CPU core)")
+    source: str = Field(description="key in `sources` citing these numbers")
+
+
+class Link(Spec):
+    """A device-to-device or host link."""
+
+    bandwidth_bytes_per_s: PositiveFloat = Field(description="bandwidth per direction (B/s)")
+    latency_s: PositiveFloat | None = Field(None, description="one-way latency of a small message (s), if known")
+    source: str = Field(description="key in `sources` citing these numbers")
+
+
+class Power(Spec):
+    tdp_w: PositiveFloat = Field(description="thermal design power (W)")
+    source: str = Field(description="key in `sources` citing this number")
+
+
+class Efficiency(Spec):
+    """Achievable fraction of each peak, and fixed per-kernel costs; filled by calibration."""
+
+    tensor: float = Field(0.8, gt=0, le=1, description="achievable fraction of the tensor peak on large matmuls")
+    vector: float = Field(0.7, gt=0, le=1, description="achievable fraction of the vector peak")
+    memory: dict[str, float] = Field(
+        default_factory=dict, description="achievable fraction of each memory level's bandwidth (default 0.8)")
+    launch_s: float = Field(4e-6, ge=0, description="fixed cost per kernel: launch plus ramp-up and tail (s)")
+    note: str = Field("datasheet defaults, not calibrated", description="how these numbers were obtained")
+
+    def memory_fraction(self, level: str) -> float:
+        return self.memory.get(level, 0.8)
+
+
+class Hardware(Spec):
+    """A device: the root of a hardware YAML file."""
+
+    name: str = Field(description="catalog name, e.g. h100-sxm")
+    vendor: str = Field(description="manufacturer")
+    kind: Literal["gpu", "cpu", "accelerator"] = Field("gpu", description="device class")
+    description: str = Field("", description="one line shown in listings")
+    sources: dict[str, str] = Field(description="citation per source key: document title and URL")
+    compute: Compute
+    memory: dict[str, MemoryLevel] = Field(
+        description="levels ordered from nearest (shared memory / L1) to farthest (HBM / DRAM); the last is main memory")
+    interconnect: dict[str, Link] = Field(default_factory=dict, description="links by name (nvlink, pcie, xgmi)")
+    power: Power | None = None
+    price_per_hour_usd: PositiveFloat | None = Field(None, description="typical rental price per device-hour (USD)")
+    efficiency: Efficiency = Field(default_factory=Efficiency)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Hardware":
+        if not self.memory:
+            raise ValueError("at least one memory level under `memory`")
+        cited = [("compute.source", self.compute.source)]
+        cited += [(f"memory.{k}.source", v.source) for k, v in self.memory.items()]
+        cited += [(f"interconnect.{k}.source", v.source) for k, v in self.interconnect.items()]
+        if self.power is not None:
+            cited.append(("power.source", self.power.source))
+        for where, key in cited:
+            if key not in self.sources:
+                raise ValueError(f"{where} = {key!r} to be a key of `sources` ({', '.join(sorted(self.sources))})")
+        for level in self.efficiency.memory:
+            if level not in self.memory:
+                raise ValueError(f"efficiency.memory.{level} to name a memory level ({', '.join(self.memory)})")
+        if not self.compute.vector_flops:
+            raise ValueError("compute.vector_flops to list at least one dtype")
+        return self
+
+    # -- derived quantities -------------------------------------------------------------------------------
+    @property
+    def main_memory(self) -> str:
+        """Name of the farthest level (HBM or DRAM): where weights and caches live."""
+        return list(self.memory)[-1]
+
+    @property
+    def memory_capacity_bytes(self) -> float:
+        return self.memory[self.main_memory].capacity_bytes
+
+    @property
+    def main_bandwidth_bytes_per_s(self) -> float:
+        return self.memory[self.main_memory].bandwidth_bytes_per_s
+
+    def level_capacity_bytes(self, level: str) -> float:
+        """Total capacity of a level (per-unit capacities multiplied by the number of units)."""
+        m = self.memory[level]
+        return m.capacity_bytes * (self.compute.units if m.per_unit else 1)
+
+    def ridge_point(self, dtype: str = "bf16", level: str | None = None) -> float:
+        """FLOP per byte at which the roofline turns from memory- to compute-bound."""
+        level = level or self.main_memory
+        return self.compute.peak_flops(dtype) / self.memory[level].bandwidth_bytes_per_s
+
+    def summary(self) -> dict[str, Any]:
+        """A flat row for listings."""
+        hbm = self.memory[self.main_memory]
+        return {
+            "name": self.name,
+            "vendor": self.vendor,
+            "units": f"{self.compute.units} {self.compute.unit_name}",
+            "bf16_tflops": self.compute.peak_flops("bf16") / 1e12,
+            "memory_gb": hbm.capacity_bytes / 1e9,
+            "bandwidth_tb_s": hbm.bandwidth_bytes_per_s / 1e12,
+            "ridge_flop_per_byte": self.ridge_point("bf16"),
+            "tdp_w": self.power.tdp_w if self.power else None,
+        }
+
+
+def load_hardware(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Hardware:
+    """Load a hardware spec from a catalog name (``h100-sxm``) or a YAML path, with dotted-path overrides."""
+    if isinstance(name_or_path, Hardware):
+        if not overrides:
+            return name_or_path
+        from perfmodel.specs.base import apply_overrides, validate
+
+        data = apply_overrides(name_or_path.to_dict(), overrides, f"hardware {name_or_path.name} (--set)")
+        return validate(Hardware, data, f"hardware {name_or_path.name} (--set)")
+    return load_spec(Hardware, "hardware", name_or_path, overrides)
+
+
+def hardware_names() -> list[str]:
+    return catalog_names("hardware")

@@ -1,0 +1,1 @@
+"""Built-in model catalog: one YAML file per architecture (installed as perfmodel.catalog.models)."""
