@@ -1,0 +1,154 @@
+"""Python API: the same entry points as the CLI, returning Prediction objects."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from perfmodel import ops as opmod
+from perfmodel.ops import Op
+from perfmodel.prediction import Prediction
+from perfmodel.specs.hardware import Hardware, load_hardware
+from perfmodel.specs.model import Model, load_model
+from perfmodel.specs.scenario import Scenario, load_scenario
+from perfmodel.workload import Workload, build_workload
+
+ENGINES = ("analytic", "event")
+
+
+def split_overrides(overrides: Mapping[str, Any] | None) -> tuple[dict, dict, dict]:
+    """Route dotted ``--set`` keys: ``hardware.…`` and ``model.…`` to those specs, the rest to the scenario."""
+    hw, model, scenario = {}, {}, {}
+    for key, value in (overrides or {}).items():
+        if key.startswith("hardware."):
+            hw[key[len("hardware."):]] = value
+        elif key.startswith("model."):
+            model[key[len("model."):]] = value
+        else:
+            scenario[key[len("scenario."):] if key.startswith("scenario.") else key] = value
+    return hw, model, scenario
+
+
+def _engine(engine: str):
+    if engine == "analytic":
+        from perfmodel.engines import analytic
+        return analytic.time_ops
+    if engine == "event":
+        from perfmodel.engines import event
+        return event.time_ops
+    raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+
+
+def op_frame(op_list: list[Op], times, hw: Hardware) -> pd.DataFrame:
+    """One row per op: identity, per-instance work, time, bound and bytes per level."""
+    flops = np.array([float(op.flops) for op in op_list])
+    nbytes = np.array([float(op.bytes) for op in op_list])
+    count = np.array([float(op.count) for op in op_list])
+    df = pd.DataFrame({
+        "name": [op.name for op in op_list],
+        "kind": [op.kind for op in op_list],
+        "phase": [op.phase for op in op_list],
+        "count": count,
+        "flops": flops,
+        "bytes": nbytes,
+        "arithmetic_intensity": flops / np.where(nbytes > 0, nbytes, np.nan),
+        "time_s": np.asarray(times.time, dtype=float),
+        "compute_s": np.asarray(times.compute, dtype=float),
+        "overhead_s": np.asarray(times.overhead, dtype=float),
+        "bound": np.asarray(times.bound, dtype=object),
+    })
+    for level, values in times.level_bytes.items():
+        df[f"bytes_{level}"] = np.asarray(values, dtype=float)
+    df["total_time_s"] = df.time_s * df["count"]
+    df["shape"] = [dict(op.shape) for op in op_list]
+    return df[df["count"] > 0].reset_index(drop=True)
+
+
+def summarize(df: pd.DataFrame, wl: Workload, hw: Hardware, main_level: str) -> dict[str, Any]:
+    gen_phases = {ps.phase for ps in wl.passes if ps.generation}
+    pre = df[~df.phase.isin(gen_phases)]
+    gen = df[df.phase.isin(gen_phases)]
+    prefill_s = float(pre.total_time_s.sum())
+    decode_s = float(gen.total_time_s.sum())
+    latency = prefill_s + decode_s
+    p = wl.params
+    steps = float(sum(float(ps.count) for ps in wl.passes if ps.generation))
+    main_col = f"bytes_{main_level}"
+    gen_flops = float((gen.flops * gen["count"]).sum())
+    gen_bytes = float((gen[main_col] * gen["count"]).sum()) if main_col in gen else 0.0
+    by_bound = gen.groupby("bound").total_time_s.sum() if not gen.empty else pd.Series(dtype=float)
+    total_mem = float(wl.weights_bytes + wl.cache_bytes + wl.activation_bytes)
+    capacity = hw.memory_capacity_bytes
+    return {
+        "latency_s": latency,
+        "prefill_s": prefill_s,
+        "decode_s": decode_s,
+        "tokens_per_s": float(p.batch * p.gen_len / latency) if latency > 0 else float("inf"),
+        "time_per_step_s": decode_s / steps if steps else 0.0,
+        "steps": steps,
+        "flops": float((df.flops * df["count"]).sum()),
+        "hbm_bytes": float((df[main_col] * df["count"]).sum()) if main_col in df else 0.0,
+        "arithmetic_intensity": gen_flops / gen_bytes if gen_bytes > 0 else float("inf"),
+        "bound": str(by_bound.idxmax()) if len(by_bound) else "none",
+        "bound_fractions": {str(k): float(v / decode_s) for k, v in by_bound.items()} if decode_s else {},
+        "memory": {
+            "weights_bytes": float(wl.weights_bytes),
+            "cache_bytes": float(wl.cache_bytes),
+            "activation_bytes": float(wl.activation_bytes),
+            "total_bytes": total_mem,
+            "capacity_bytes": float(capacity),
+            "fits": bool(total_mem <= capacity),
+        },
+    }
+
+
+def predict(hardware: str | Hardware = "h100-sxm", model: str | Model = "llama-3.1-8b",
+            scenario: str | Scenario = "arm", overrides: Mapping[str, Any] | None = None,
+            engine: str = "analytic") -> Prediction:
+    """Predict one (hardware, model, scenario) with optional dotted overrides (``hardware.memory.hbm…``,
+    ``model.…``, or scenario keys such as ``batch`` and ``kv_cache.bits``)."""
+    hw_o, model_o, sc_o = split_overrides(overrides)
+    hw = load_hardware(hardware, hw_o)
+    m = load_model(model, model_o)
+    sc = load_scenario(scenario, sc_o)
+    timer = _engine(engine)
+    wl = build_workload(m, sc)
+    times = timer(wl.ops, hw)
+    df = op_frame(wl.ops, times, hw)
+    summary = summarize(df, wl, hw, hw.main_memory)
+    summary["context"] = {"hardware": hw.name, "model": m.name, "scenario": sc.name, "method": sc.method,
+                          "engine": engine, "batch": sc.batch, "prompt_len": sc.prompt_len, "gen_len": sc.gen_len,
+                          "efficiency": hw.efficiency.note}
+    extras = getattr(times, "extras", None) or {}
+    return Prediction(df, summary, dict(extras))
+
+
+def make_op(kind: str, **shape: Any) -> Op:
+    """A single op from its kind and shape, as ``perfmodel op`` takes them."""
+    dtype = shape.pop("dtype", "bf16")
+    match kind:
+        case "gemm":
+            return opmod.gemm("gemm", shape["m"], shape["n"], shape["k"], dtype)
+        case "attention":
+            mask = shape.get("mask", "causal")
+            return opmod.attention("attention", shape["batch"], shape["q_len"], shape["kv_len"], shape["heads"],
+                                   shape["kv_heads"], shape["head_dim"], mask=mask, dtype=dtype)
+    raise ValueError(f"op kind {kind!r}: expected 'gemm' or 'attention'")
+
+
+def predict_op(op: Op, hardware: str | Hardware = "h100-sxm", engine: str = "analytic",
+               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Time one op: time_s, flops, bytes, arithmetic_intensity, bound (and per-level bytes)."""
+    hw_o, _, _ = split_overrides(overrides)
+    hw = load_hardware(hardware, hw_o)
+    times = _engine(engine)([op], hw)
+    out = {
+        "kind": op.kind, "shape": dict(op.shape), "dtype": op.dtype, "hardware": hw.name, "engine": engine,
+        "time_s": float(np.asarray(times.time)[0]), "flops": float(op.flops), "bytes": float(op.bytes),
+        "arithmetic_intensity": float(op.arithmetic_intensity), "bound": str(np.asarray(times.bound)[0]),
+        "compute_s": float(np.asarray(times.compute)[0]),
+        "level_bytes": {k: float(np.asarray(v)[0]) for k, v in times.level_bytes.items()},
+    }
+    out.update(getattr(times, "extras", None) or {})
+    return out

@@ -1,0 +1,135 @@
+"""The analytic engine: a hierarchical roofline over the op list.
+
+Picture each op as a delivery job: the FLOPs are work for the compute units, the bytes are parcels moved
+through a chain of depots (main memory → L2 → on-chip). Each depot has its own throughput; the job takes as
+long as its slowest stage, plus a fixed cost to dispatch the job (kernel launch) and to receive the first
+parcel (the serving level's latency).
+
+Per op, with E the efficiency block of the hardware spec:
+    t_compute = flops / (peak[dtype, unit] · E.unit) + vector_flops / (peak[dtype, vector] · E.vector)
+    t_level   = traffic(level) / (bandwidth(level) · E.memory[level])      for every memory level
+    t         = max(t_compute, max_level t_level) + E.launch_s + latency(serving level)
+Which level serves the op's operands follows its reuse footprint (``Op.reuse_bytes``) against each level's
+capacity: the nearest level that holds it. The unique bytes cross every level from the serving one up to the
+first cache; the on-chip tile re-reads (``Op.l2_bytes``) load that first cache (L2 on a GPU, L1 on a CPU).
+Everything is NumPy: op fields may be arrays over a sweep grid and the result broadcasts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from perfmodel.ops import Op
+from perfmodel.specs.hardware import Hardware
+
+OVERHEAD = "launch"
+COMPUTE = "compute"
+
+
+@dataclass(frozen=True)
+class Level:
+    name: str
+    capacity: float
+    bandwidth: float  # attainable: peak × efficiency
+    latency: float
+
+
+def cache_levels(hw: Hardware) -> list[Level]:
+    """Levels that hold data between kernels, nearest first; on a GPU the per-SM scratchpad is not one."""
+    out = []
+    for name, lvl in hw.memory.items():
+        if hw.kind == "gpu" and lvl.per_unit:
+            continue
+        out.append(Level(name, hw.level_capacity_bytes(name),
+                         lvl.bandwidth_bytes_per_s * hw.efficiency.memory_fraction(name), lvl.latency_s or 0.0))
+    return out
+
+
+def _link(hw: Hardware):
+    for name in ("nvlink", "xgmi", "infinity_fabric", "pcie"):
+        if name in hw.interconnect:
+            return hw.interconnect[name]
+    return None
+
+
+@dataclass
+class OpTimes:
+    """Per-op results, each an array of shape (n_ops, *grid)."""
+
+    time: np.ndarray
+    compute: np.ndarray
+    level_time: dict[str, np.ndarray]
+    level_bytes: dict[str, np.ndarray]
+    overhead: np.ndarray
+    bound: np.ndarray  # strings
+    main_bytes: np.ndarray
+
+
+def _stack(values: Sequence[Any]) -> np.ndarray:
+    arrays = np.broadcast_arrays(*[np.asarray(v, dtype=float) for v in values])
+    return np.stack(arrays) if arrays else np.zeros(0)
+
+
+def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
+    """Time every op on ``hw``; fields broadcast over any sweep-grid shape."""
+    eff = hw.efficiency
+    flops = _stack([op.flops for op in op_list])
+    vflops = _stack([op.vector_flops for op in op_list])
+    nbytes = _stack([op.read_bytes + op.write_bytes for op in op_list])
+    l2 = _stack([op.l2_bytes for op in op_list])
+    reuse = _stack([op.reuse_bytes for op in op_list])
+    shape = flops.shape
+
+    def per_op(values):
+        return np.broadcast_to(np.asarray(values, dtype=float).reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+
+    peak = per_op([hw.compute.peak_flops(op.dtype, op.unit) * (eff.tensor if op.unit == "tensor" else eff.vector)
+                   for op in op_list])
+    vpeak = per_op([hw.compute.peak_flops(op.dtype, "vector") * eff.vector for op in op_list])
+    compute = flops / peak + vflops / vpeak
+
+    levels = cache_levels(hw)
+    # Serving level index: the nearest level whose capacity holds the reuse footprint (main memory otherwise).
+    serve = np.full(shape, len(levels) - 1)
+    for i in reversed(range(len(levels) - 1)):
+        serve = np.where(reuse <= levels[i].capacity, i, serve)
+    level_bytes: dict[str, np.ndarray] = {}
+    level_time: dict[str, np.ndarray] = {}
+    for i, lvl in enumerate(levels):
+        traffic = np.where(i <= serve, nbytes, 0.0)
+        if i == 0:
+            traffic = np.maximum(traffic, l2)
+        level_bytes[lvl.name] = traffic
+        level_time[lvl.name] = traffic / lvl.bandwidth
+    latency = np.choose(serve, [np.full(shape, lvl.latency) for lvl in levels]) if levels else np.zeros(shape)
+    overhead = eff.launch_s + latency
+
+    # Collectives run on the interconnect instead: bytes over the link + one link latency per ring step.
+    is_comm = per_op([op.kind == "allreduce" for op in op_list]).astype(bool)
+    if is_comm.any():
+        link = _link(hw)
+        if link is None:
+            raise ValueError(f"hardware {hw.name!r}: an all-reduce needs an `interconnect` entry (nvlink, xgmi or pcie)")
+        devices = _stack([op.shape.get("devices", 1) for op in op_list])
+        comm = nbytes / (link.bandwidth_bytes_per_s * eff.memory_fraction("hbm")) \
+            + 2 * np.maximum(devices - 1, 0) * (link.latency_s or 0.0)
+        level_time["link"] = np.where(is_comm, comm, 0.0)
+        level_bytes["link"] = np.where(is_comm, nbytes, 0.0)
+        for name in list(level_time):
+            if name != "link":
+                level_time[name] = np.where(is_comm, 0.0, level_time[name])
+                level_bytes[name] = np.where(is_comm, 0.0, level_bytes[name])
+        compute = np.where(is_comm, 0.0, compute)
+        overhead = np.where(is_comm, eff.launch_s, overhead)
+
+    names = [COMPUTE, *level_time]
+    terms = np.stack([compute, *level_time.values()])
+    busy = terms.max(axis=0)
+    time = busy + overhead
+    bound_idx = terms.argmax(axis=0)
+    bound = np.array(names, dtype=object)[bound_idx]
+    bound = np.where(overhead > busy, OVERHEAD, bound)
+    main = levels[-1].name
+    return OpTimes(time, compute, level_time, level_bytes, overhead, bound, level_bytes[main])
