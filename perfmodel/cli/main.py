@@ -13,6 +13,7 @@ import sys
 # Subcommand modules, in the order their commands appear in --help.
 COMMANDS = [
     "perfmodel.cli.catalog",
+    "perfmodel.cli.predict_cmd",
 ]
 
 
