@@ -99,11 +99,12 @@ def gemm(name: str, m, n, k, dtype: str = "bf16", *, weight_dtype: str | None = 
     w = _b(weight_dtype or dtype)
     flops = 2.0 * m * n * k + (m * n if bias else 0)
     read = m * k * a + k * n * w + weight_scale_bytes + (n * o if bias else 0)
-    write = m * n * o if write else 0.0 * m
+    stores = bool(write)
+    write = m * n * o if stores else 0.0 * m
     l2 = m * k * a * np.ceil(n / GEMM_TILE_N) + (k * n * w + weight_scale_bytes) * np.ceil(m / GEMM_TILE_M) + write
     unit = "tensor" if (weight_dtype or dtype) not in ("fp32", "fp64") else "vector"
-    return Op(name, "gemm", phase, {"m": m, "n": n, "k": k}, dtype, flops, read, write, l2, count, unit,
-              vector_flops=dequant_flops)
+    shape = {"m": m, "n": n, "k": k, "a_bytes": a, "w_bytes": w, "o_bytes": o if stores else 0.0}
+    return Op(name, "gemm", phase, shape, dtype, flops, read, write, l2, count, unit, vector_flops=dequant_flops)
 
 
 def attention_pairs(q_len, kv_len, mask: str, block_size=1):

@@ -14,6 +14,7 @@ import sys
 COMMANDS = [
     "perfmodel.cli.catalog",
     "perfmodel.cli.predict_cmd",
+    "perfmodel.cli.validate_cmd",
 ]
 
 

@@ -47,6 +47,46 @@ def cache_levels(hw: Hardware) -> list[Level]:
     return out
 
 
+def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_bytes, per_op):
+    """Replace the compute (and L2) terms of GEMMs and attention by their tile-wave versions (see tiling.py)."""
+    from perfmodel.engines import tiling
+
+    eff = hw.efficiency
+    sms = hw.compute.units
+    l2, main = levels[0], levels[-1]
+    compute = compute.copy()
+    overhead = overhead.copy()
+    for i, op in enumerate(op_list):
+        if op.unit != "tensor" or op.kind not in ("gemm", "attention"):
+            continue
+        peak = hw.compute.peak_flops(op.dtype, "tensor") * eff.tensor
+        vec = np.asarray(op.vector_flops, dtype=float) / (hw.compute.peak_flops(op.dtype, "vector") * eff.vector)
+        if op.kind == "gemm":
+            sh = op.shape
+            hbm_b = level_bytes[main.name][i]
+            t, c, l2t, l2b = tiling.gemm_time(sh["m"], sh["n"], sh["k"], a_bytes=sh["a_bytes"], w_bytes=sh["w_bytes"],
+                                              o_bytes=sh["o_bytes"], sms=sms, peak=peak, l2_bw=l2.bandwidth,
+                                              hbm_bw=main.bandwidth, hbm_bytes=hbm_b)
+            c = c + vec
+            l2_time = np.maximum(l2t, level_time[l2.name][i] if l2.name != main.name else 0.0)
+            level_time[l2.name][i] = l2_time
+            level_bytes[l2.name][i] = np.maximum(l2b, level_bytes[l2.name][i])
+            compute[i] = c
+            busy = np.maximum.reduce([c, l2_time, level_time[main.name][i]])
+            overhead[i] = overhead[i] + np.maximum(t + vec - busy, 0.0)
+        else:
+            sh = op.shape
+            pairs = op.flops / (4.0 * sh["batch"] * sh["heads"] * sh["head_dim"])
+            exps = tiling.softmax_exps(sh["batch"], sh["heads"], pairs)
+            rate = tiling.exp_rate(hw.compute.peak_flops("fp32", "vector") * eff.vector)
+            c = tiling.attention_compute_time(sh["batch"], sh["q_len"], sh["heads"], sh["kv_heads"], op.flops,
+                                              sms=sms, peak=peak, exps=exps, exp_per_s=rate,
+                                              latency_s=main.latency)
+            compute[i] = c + vec
+            overhead[i] = overhead[i] + eff.attention_overhead_s
+    return compute, overhead
+
+
 def _link(hw: Hardware):
     for name in ("nvlink", "xgmi", "infinity_fabric", "pcie"):
         if name in hw.interconnect:
@@ -67,19 +107,20 @@ class OpTimes:
     main_bytes: np.ndarray
 
 
-def _stack(values: Sequence[Any]) -> np.ndarray:
-    arrays = np.broadcast_arrays(*[np.asarray(v, dtype=float) for v in values])
-    return np.stack(arrays) if arrays else np.zeros(0)
+def _stack(values: Sequence[Any], grid: tuple[int, ...]) -> np.ndarray:
+    return np.stack([np.broadcast_to(np.asarray(v, dtype=float), grid) for v in values])
 
 
 def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
     """Time every op on ``hw``; fields broadcast over any sweep-grid shape."""
     eff = hw.efficiency
-    flops = _stack([op.flops for op in op_list])
-    vflops = _stack([op.vector_flops for op in op_list])
-    nbytes = _stack([op.read_bytes + op.write_bytes for op in op_list])
-    l2 = _stack([op.l2_bytes for op in op_list])
-    reuse = _stack([op.reuse_bytes for op in op_list])
+    fields = [[op.flops for op in op_list], [op.vector_flops for op in op_list],
+              [op.read_bytes + op.write_bytes for op in op_list], [op.l2_bytes for op in op_list],
+              [op.reuse_bytes for op in op_list]]
+    flat = [np.asarray(v, dtype=float) for f in fields for v in f]
+    grid = np.broadcast_shapes(*(a.shape for a in flat))
+    flops, vflops, nbytes, l2, reuse = (np.stack([np.broadcast_to(np.asarray(v, dtype=float), grid) for v in f])
+                                        for f in fields)
     shape = flops.shape
 
     def per_op(values):
@@ -97,6 +138,7 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
         serve = np.where(reuse <= levels[i].capacity, i, serve)
     level_bytes: dict[str, np.ndarray] = {}
     level_time: dict[str, np.ndarray] = {}
+    compute = np.array(compute, dtype=float)
     for i, lvl in enumerate(levels):
         traffic = np.where(i <= serve, nbytes, 0.0)
         if i == 0:
@@ -106,13 +148,16 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
     latency = np.choose(serve, [np.full(shape, lvl.latency) for lvl in levels]) if levels else np.zeros(shape)
     overhead = eff.launch_s + latency
 
+    if hw.kind == "gpu" and len(levels) >= 2:
+        compute, overhead = _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_bytes, per_op)
+
     # Collectives run on the interconnect instead: bytes over the link + one link latency per ring step.
     is_comm = per_op([op.kind == "allreduce" for op in op_list]).astype(bool)
     if is_comm.any():
         link = _link(hw)
         if link is None:
             raise ValueError(f"hardware {hw.name!r}: an all-reduce needs an `interconnect` entry (nvlink, xgmi or pcie)")
-        devices = _stack([op.shape.get("devices", 1) for op in op_list])
+        devices = _stack([op.shape.get("devices", 1) for op in op_list], shape[1:])
         comm = nbytes / (link.bandwidth_bytes_per_s * eff.memory_fraction("hbm")) \
             + 2 * np.maximum(devices - 1, 0) * (link.latency_s or 0.0)
         level_time["link"] = np.where(is_comm, comm, 0.0)

@@ -79,6 +79,8 @@ class Efficiency(Spec):
     memory: dict[str, float] = Field(
         default_factory=dict, description="achievable fraction of each memory level's bandwidth (default 0.8)")
     launch_s: float = Field(4e-6, ge=0, description="fixed cost per kernel: launch plus ramp-up and tail (s)")
+    attention_overhead_s: float = Field(
+        0.0, ge=0, description="extra fixed cost of an attention call beyond one launch (cache write, split-KV combine, metadata) (s)")
     note: str = Field("datasheet defaults, not calibrated", description="how these numbers were obtained")
 
     def memory_fraction(self, level: str) -> float:

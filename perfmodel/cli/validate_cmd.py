@@ -1,0 +1,92 @@
+"""`perfmodel validate` (model against a measurement table) and `perfmodel fit` (efficiency block from it)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser("validate", help="predict every row of a measurement table and report the error",
+                       description="Predict each measured row from its hardware spec and report median / p90 "
+                                   "absolute percentage error and Spearman rank correlation, by op kind.")
+    v.add_argument("table", metavar="TABLE", nargs="+", help="measurement table(s): .parquet or .csv")
+    v.add_argument("--hardware", help="spec (catalog name or YAML) used for every row instead of the row's own")
+    v.add_argument("--engine", choices=["analytic", "event"], default="analytic", help="timing engine")
+    v.add_argument("--exclude-calibration", action="store_true",
+                   help="leave out the rows of the named calibration subsets (validation/fit.py)")
+    v.add_argument("--out", metavar="DIR", help="write predictions.csv, errors.json, worst.csv and scatter.png here")
+    v.add_argument("--worst", type=int, default=10, help="worst rows shown (default 10)")
+    v.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    v.set_defaults(func=run_validate)
+
+    f = sub.add_parser("fit", help="fit a GPU's efficiency block on the calibration subsets of a table",
+                       description="Fit tensor/L2/HBM efficiency, launch and attention overheads on the "
+                                   "microbenchmark-like rows of a public measurement table; write a hardware YAML.")
+    f.add_argument("table", metavar="TABLE", nargs="+", help="measurement table(s)")
+    f.add_argument("--hardware", required=True, help="catalog name or YAML of the device to fit")
+    f.add_argument("-o", "--output", required=True, help="hardware YAML to write")
+    f.add_argument("--json", action="store_true", help="print the fit report as JSON")
+    f.set_defaults(func=run_fit)
+
+
+def _read(paths: list[str]):
+    import pandas as pd
+
+    from perfmodel.validation.table import read_table
+
+    return pd.concat([read_table(p) for p in paths], ignore_index=True)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from perfmodel.cli.output import print_json, table
+    from perfmodel.validation import compare
+    from perfmodel.validation.fit import calibration_mask
+
+    try:
+        data = _read(args.table)
+    except (OSError, ValueError) as exc:
+        print(f"perfmodel: error: {exc}", file=sys.stderr)
+        return 2
+    if args.exclude_calibration:
+        data = data[~calibration_mask(data)]
+    pred = compare.predict_table(data, args.hardware, args.engine)
+    errors = compare.summarize_errors(pred)
+    errors["engine"] = args.engine
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        pred.to_csv(out / "predictions.csv", index=False)
+        compare.worst_rows(pred, 50).to_csv(out / "worst.csv", index=False)
+        (out / "errors.json").write_text(__import__("json").dumps(errors, indent=2))
+        compare.save_figure(compare.scatter_figure(pred, f"{args.engine} engine"), out / "scatter.png")
+    if args.json:
+        print_json(errors)
+        return 0
+    rows = [["overall", *errors["overall"].values()]] + [[op, *s.values()] for op, s in errors["by_op"].items()]
+    print(table(rows, ["op", "n", "median_ape_pct", "p90_ape_pct", "spearman"]))
+    worst = compare.worst_rows(pred, args.worst)
+    cols = [c for c in ("hardware", "op", "m", "n", "k", "batch", "q_len", "kv_len", "heads", "kv_heads", "head_dim",
+                        "measured_s", "predicted_s", "ape_pct", "bound") if c in worst]
+    print(f"\nworst {len(worst)} rows:")
+    print(table(worst[cols].itertuples(index=False), cols))
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    import yaml
+
+    from perfmodel.cli.output import print_json, table
+    from perfmodel.validation.fit import fit_efficiency
+
+    data = _read(args.table)
+    hw, report = fit_efficiency(data, args.hardware)
+    with open(args.output, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(hw.to_dict(), fh, sort_keys=False)
+    if args.json:
+        print_json(report)
+        return 0
+    print(table([[k, v] for k, v in report["efficiency"].items()], ["parameter", "value"]))
+    print(f"rows {report['rows']} {report['subsets']}, rms log error {report['rms_log_error']:.3f} -> {args.output}")
+    return 0

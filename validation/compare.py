@@ -1,0 +1,193 @@
+"""Model against measurement: predict every row of a measurement table and report the error.
+
+Like marking an exam against the answer key: each measured row is a question, the model answers it from the
+hardware spec alone, and the report gives the error per op kind (median and p90 absolute percentage error,
+Spearman rank correlation) plus the rows it got most wrong.
+
+Which memory level serves a measured op depends on how the benchmark reused its buffers, so each row's
+reuse footprint is reconstructed from its ``source``:
+- ``rot=N`` in the source (perfmodel's own runner): the inputs rotate among N copies: reuse = N × op bytes.
+- aiconfigurator GEMM rows: the collector rotates 6 weight copies (its README): reuse = 6 × op bytes.
+- aiconfigurator attention rows: the same buffers replayed in a CUDA graph: reuse = op bytes.
+- anything else (whole-model profiles: vidur, LLMServingSim, LLMCompass, ncu): cold, served by main memory.
+
+aiconfigurator's attention timings are of vLLM's whole attention call, which also writes the new tokens' keys
+and values into the paged cache (``reshape_and_cache_flash``); such rows are predicted as that cache write
+(an elementwise copy of q_len tokens' K and V, its own kernel) followed by the attention kernel.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfmodel import ops
+from perfmodel.ops import Op
+from perfmodel.specs.hardware import Hardware, load_hardware
+
+_ROT = re.compile(r"rot=(\d+)")
+
+
+def reuse_factor(source: str, op: str) -> float:
+    """How many op-footprints are touched between two uses of the same inputs (inf = cold)."""
+    m = _ROT.search(source or "")
+    if m:
+        return float(m.group(1))
+    if (source or "").startswith("aiconfigurator"):
+        return 6.0 if op == "gemm" else 1.0
+    return math.inf
+
+
+def _num(df: pd.DataFrame, col: str) -> np.ndarray:
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+
+
+def row_ops(df: pd.DataFrame) -> list[Op]:
+    """Vectorised ops for the rows of one (op, dtype, variant) group: Ops whose fields are arrays, the measured
+    op first (plus any companion kernel the measurement includes); a row's prediction is their sum."""
+    kind = df["op"].iloc[0]
+    dtype = df["dtype"].iloc[0]
+    variant = df["variant"].iloc[0] if "variant" in df else ""
+    variant = "" if variant is None or (isinstance(variant, float) and math.isnan(variant)) else str(variant)
+    if kind == "gemm":
+        op = ops.gemm("gemm", _num(df, "m"), _num(df, "n"), _num(df, "k"), dtype)
+    elif kind == "attention":
+        causal = df["causal"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+        q, kv = _num(df, "q_len"), _num(df, "kv_len")
+        args = (_num(df, "batch"), q, kv, _num(df, "heads"), _num(df, "kv_heads"), _num(df, "head_dim"))
+        causal_op = ops.attention("attention", *args, mask="causal", dtype=dtype)
+        bidir_op = ops.attention("attention", *args, mask="bidirectional", dtype=dtype)
+        op = Op("attention", "attention", "", causal_op.shape, dtype,
+                np.where(causal, causal_op.flops, bidir_op.flops), causal_op.read_bytes, causal_op.write_bytes,
+                np.where(causal, causal_op.l2_bytes, bidir_op.l2_bytes))
+    elif kind == "norm":
+        op = ops.norm("norm", _num(df, "m"), _num(df, "n"), dtype)
+    elif kind == "embedding":
+        op = ops.embedding("embedding", _num(df, "m"), _num(df, "n"), dtype)
+    elif kind == "elementwise":
+        inputs, flops = {"add": (2, 1), "silu_mul": (2, 5), "rope": (1, 3), "gelu": (1, 8),
+                         "softmax": (1, 5)}.get(variant, (1, 1))
+        op = ops.elementwise("elementwise", _num(df, "m"), _num(df, "n"), dtype, inputs=inputs, outputs=1,
+                             flops_per_element=flops, variant=variant)
+    else:
+        raise ValueError(f"measurement row op {kind!r}: expected gemm, attention, norm, elementwise or embedding")
+    factor = np.array([reuse_factor(s, kind) for s in df["source"].astype(str)])
+    op = Op(op.name, op.kind, "", op.shape, op.dtype, op.flops, op.read_bytes, op.write_bytes, op.l2_bytes,
+            reuse_bytes=factor * op.bytes)
+    if kind == "attention" and df["source"].astype(str).str.startswith("aiconfigurator").all():
+        tokens = _num(df, "batch") * _num(df, "q_len")
+        write = ops.elementwise("kv_cache_write", tokens, 2 * _num(df, "kv_heads") * _num(df, "head_dim"), dtype,
+                                inputs=1, outputs=1, flops_per_element=0, variant="copy")
+        return [op, write]
+    return [op]
+
+
+def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, engine: str = "analytic",
+                  overrides: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The table with ``predicted_s``, ``ape_pct`` (|pred/meas − 1|·100), ``bound`` and ``flops``/``bytes``.
+
+    Rows are predicted with their own ``hardware`` (catalog name or path) unless ``hardware`` overrides it.
+    """
+    from perfmodel.api import _engine
+
+    timer = _engine(engine)
+    out = []
+    keys = ["hardware", "op", "dtype"] + (["variant"] if "variant" in table else [])
+    table = table.reset_index(drop=True)
+    groups = table.assign(variant=table["variant"].fillna("") if "variant" in table else "").groupby(
+        keys, sort=False, dropna=False)
+    cache: dict[str, Hardware] = {}
+    for key, df in groups:
+        hw_name = hardware if hardware is not None else key[0]
+        hw_key = hw_name if isinstance(hw_name, str) else hw_name.name
+        if hw_key not in cache:
+            cache[hw_key] = load_hardware(hw_name, overrides) if not isinstance(hw_name, Hardware) else hw_name
+        hw = cache[hw_key]
+        row = row_ops(df)
+        op = row[0]
+        times = timer(row, hw)
+        res = df.copy()
+        res["predicted_s"] = np.asarray(times.time, dtype=float).reshape(len(row), -1).sum(axis=0)
+        res["bound"] = np.asarray(times.bound, dtype=object).reshape(len(row), -1)[0]
+        res["flops"] = np.broadcast_to(np.asarray(op.flops, dtype=float), (len(df),))
+        res["bytes"] = np.broadcast_to(np.asarray(op.bytes, dtype=float), (len(df),))
+        res["predicted_hardware"] = hw.name
+        out.append(res)
+    res = pd.concat(out).sort_index() if out else table.assign(predicted_s=[], bound=[])
+    res["ape_pct"] = (res.predicted_s / res.measured_s - 1).abs() * 100
+    return res
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    n: int
+    median_ape_pct: float
+    p90_ape_pct: float
+    spearman: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "median_ape_pct": self.median_ape_pct, "p90_ape_pct": self.p90_ape_pct,
+                "spearman": self.spearman}
+
+
+def error_stats(df: pd.DataFrame) -> ErrorStats:
+    from scipy.stats import spearmanr
+
+    n = len(df)
+    if n == 0:
+        return ErrorStats(0, float("nan"), float("nan"), float("nan"))
+    ape = df.ape_pct.to_numpy()
+    rho = float(spearmanr(df.predicted_s, df.measured_s).statistic) if n > 2 else float("nan")
+    return ErrorStats(n, float(np.median(ape)), float(np.percentile(ape, 90)), rho)
+
+
+def summarize_errors(pred: pd.DataFrame) -> dict[str, Any]:
+    """{'overall': stats, 'by_op': {op: stats}, 'by_hardware': {hw: {op: stats}}} with the JSON keys of the CLI."""
+    return {
+        "overall": error_stats(pred).to_dict(),
+        "by_op": {op: error_stats(g).to_dict() for op, g in pred.groupby("op", sort=True)},
+        "by_hardware": {hw: {op: error_stats(g).to_dict() for op, g in h.groupby("op", sort=True)}
+                        for hw, h in pred.groupby("predicted_hardware", sort=True)},
+    }
+
+
+def worst_rows(pred: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    return pred.sort_values("ape_pct", ascending=False).head(n)
+
+
+def scatter_figure(pred: pd.DataFrame, title: str = ""):
+    """Predicted vs measured (log-log), one marker shape per op kind; returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    markers = ["o", "s", "^", "D", "v", "x"]
+    for i, (op, g) in enumerate(pred.groupby("op", sort=True)):
+        ax.scatter(g.measured_s * 1e6, g.predicted_s * 1e6, s=6, alpha=0.5, marker=markers[i % len(markers)],
+                   label=f"{op} (n={len(g)})", color=f"C{i}")
+    lo = float(min(pred.measured_s.min(), pred.predicted_s.min()) * 1e6)
+    hi = float(max(pred.measured_s.max(), pred.predicted_s.max()) * 1e6)
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8, label="exact")
+    ax.plot([lo, hi], [lo * 1.25, hi * 1.25], "k:", lw=0.6, label="±25%")
+    ax.plot([lo, hi], [lo / 1.25, hi / 1.25], "k:", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured time (µs)")
+    ax.set_ylabel("predicted time (µs)")
+    ax.set_title(title or "predicted vs measured")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
