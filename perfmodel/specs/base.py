@@ -26,7 +26,7 @@ S = TypeVar("S", bound="Spec")
 class Spec(BaseModel):
     """Base of every spec: frozen, unknown fields rejected, types strict, unit strings parsed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
