@@ -1,0 +1,58 @@
+"""Regenerate the README's validation table: import the public aiconfigurator data, fit each GPU's efficiency
+block on the named calibration subsets, and print the held-out error of both engines by GPU and op kind.
+
+    python benchmarks/validate_public.py [--engines analytic event] [--write-catalog]
+
+``--write-catalog`` writes the fitted efficiency blocks into hardware/<gpu>.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MEASURED = REPO.parent / "shared" / "data" / "measured"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(MEASURED / "aiconfigurator"), help="aiconfigurator folder")
+    ap.add_argument("--engines", nargs="+", default=["analytic"], choices=["analytic", "event"])
+    ap.add_argument("--write-catalog", action="store_true", help="write fitted efficiency blocks into hardware/*.yaml")
+    args = ap.parse_args()
+
+    from perfmodel.validation.compare import predict_table, summarize_errors
+    from perfmodel.validation.fit import calibration_mask, fit_efficiency
+    from perfmodel.validation.importers import import_source
+
+    table = import_source("aiconfigurator", args.data)
+    print("| GPU | engine | op | rows | median APE | p90 APE | Spearman |")
+    print("|---|---|---|---|---|---|---|")
+    for hw_name, rows in table.groupby("hardware", sort=True):
+        hw, report = fit_efficiency(rows, hw_name)
+        if args.write_catalog:
+            _write_efficiency(hw, report)
+        held_out = rows[~calibration_mask(rows)]
+        for engine in args.engines:
+            errors = summarize_errors(predict_table(held_out, hw, engine))
+            for op, s in errors["by_op"].items():
+                print(f"| {hw_name} | {engine} | {op} | {s['n']:,} | {s['median_ape_pct']:.1f}% | "
+                      f"{s['p90_ape_pct']:.1f}% | {s['spearman']:.3f} |")
+    return 0
+
+
+def _write_efficiency(hw, report) -> None:
+    e = report["efficiency"]
+    cache = [k for k, m in hw.memory.items() if not m.per_unit][0]
+    block = (f"efficiency:\n  tensor: {e['tensor']:.3f}\n  memory:\n    {cache}: {e['l2']:.3f}\n"
+             f"    {hw.main_memory}: {e['hbm']:.3f}\n  launch_s: {e['launch_s']:.3e}\n"
+             f"  attention_overhead_s: {e['attention_overhead_s']:.3e}\n  note: \"{hw.efficiency.note}\"\n")
+    path = REPO / "hardware" / f"{hw.name}.yaml"
+    text = path.read_text()
+    path.write_text(re.sub(r"efficiency:\n(  .*\n)*", block, text))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
