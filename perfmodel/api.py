@@ -66,39 +66,45 @@ def op_frame(op_list: list[Op], times, hw: Hardware) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame, wl: Workload, hw: Hardware, main_level: str) -> dict[str, Any]:
+    """Aggregates of one prediction from its op frame; the sweep totals its grids with the same function
+    (:func:`perfmodel.sweep_aggregate.aggregate`)."""
+    from perfmodel.sweep_aggregate import OpBlock, aggregate
+
     gen_phases = {ps.phase for ps in wl.passes if ps.generation}
-    pre = df[~df.phase.isin(gen_phases)]
-    gen = df[df.phase.isin(gen_phases)]
-    prefill_s = float(pre.total_time_s.sum())
-    decode_s = float(gen.total_time_s.sum())
-    latency = prefill_s + decode_s
+    main_col = f"bytes_{main_level}"
+    block = OpBlock(
+        generation=df.phase.isin(gen_phases).to_numpy(dtype=bool),
+        count=df["count"].to_numpy(dtype=float),
+        time=df.time_s.to_numpy(dtype=float),
+        flops=df.flops.to_numpy(dtype=float),
+        main_bytes=df[main_col].to_numpy(dtype=float) if main_col in df else np.zeros(len(df)),
+        bound=df.bound.to_numpy(dtype=object),
+    )
     p = wl.params
     steps = float(sum(float(ps.count) for ps in wl.passes if ps.generation))
-    main_col = f"bytes_{main_level}"
-    gen_flops = float((gen.flops * gen["count"]).sum())
-    gen_bytes = float((gen[main_col] * gen["count"]).sum()) if main_col in gen else 0.0
-    by_bound = gen.groupby("bound").total_time_s.sum() if not gen.empty else pd.Series(dtype=float)
-    total_mem = float(wl.weights_bytes + wl.cache_bytes + wl.activation_bytes)
-    capacity = hw.memory_capacity_bytes
+    agg = aggregate([block], shape=(), steps=steps, batch=p.batch, gen_len=p.gen_len,
+                    weights_bytes=wl.weights_bytes, cache_bytes=wl.cache_bytes,
+                    activation_bytes=wl.activation_bytes, capacity_bytes=hw.memory_capacity_bytes)
+    c = {k: v[()] for k, v in agg.columns.items()}
     return {
-        "latency_s": latency,
-        "prefill_s": prefill_s,
-        "decode_s": decode_s,
-        "tokens_per_s": float(p.batch * p.gen_len / latency) if latency > 0 else float("inf"),
-        "time_per_step_s": decode_s / steps if steps else 0.0,
-        "steps": steps,
-        "flops": float((df.flops * df["count"]).sum()),
-        "hbm_bytes": float((df[main_col] * df["count"]).sum()) if main_col in df else 0.0,
-        "arithmetic_intensity": gen_flops / gen_bytes if gen_bytes > 0 else float("inf"),
-        "bound": str(by_bound.idxmax()) if len(by_bound) else "none",
-        "bound_fractions": {str(k): float(v / decode_s) for k, v in by_bound.items()} if decode_s else {},
+        "latency_s": float(c["latency_s"]),
+        "prefill_s": float(c["prefill_s"]),
+        "decode_s": float(c["decode_s"]),
+        "tokens_per_s": float(c["tokens_per_s"]),
+        "time_per_step_s": float(c["time_per_step_s"]),
+        "steps": float(c["steps"]),
+        "flops": float(c["flops"]),
+        "hbm_bytes": float(c["hbm_bytes"]),
+        "arithmetic_intensity": float(c["arithmetic_intensity"]),
+        "bound": str(c["bound"]),
+        "bound_fractions": agg.bound_fractions(),
         "memory": {
-            "weights_bytes": float(wl.weights_bytes),
-            "cache_bytes": float(wl.cache_bytes),
-            "activation_bytes": float(wl.activation_bytes),
-            "total_bytes": total_mem,
-            "capacity_bytes": float(capacity),
-            "fits": bool(total_mem <= capacity),
+            "weights_bytes": float(c["memory_weights_bytes"]),
+            "cache_bytes": float(c["memory_cache_bytes"]),
+            "activation_bytes": float(c["memory_activation_bytes"]),
+            "total_bytes": float(c["memory_total_bytes"]),
+            "capacity_bytes": float(c["memory_capacity_bytes"]),
+            "fits": bool(c["memory_fits"]),
         },
     }
 

@@ -14,7 +14,11 @@ import sys
 COMMANDS = [
     "perfmodel.cli.catalog",
     "perfmodel.cli.predict_cmd",
+    "perfmodel.cli.sweep_cmd",
+    "perfmodel.cli.plan_cmd",
     "perfmodel.cli.validate_cmd",
+    "perfmodel.cli.report_cmd",
+    "perfmodel.cli.import_cmd",
 ]
 
 

@@ -1,0 +1,97 @@
+"""Capacity section: the largest batch that fits each device per prompt length, and devices needed for a target.
+
+"Fits" is the Prediction's own verdict: weights + cache + activations (``summary["memory"]["total_bytes"]``)
+against the device's main-memory capacity. Memory grows with the batch, so the largest batch is found by a
+bracketing search between 1 and the review's ``max_batch``.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from perfmodel.report import plots
+from perfmodel.report.context import Context, Device
+from perfmodel.report.document import Figure, Section, Table, fmt
+from perfmodel.report.review import MethodEntry
+
+
+def largest_batch(ctx: Context, device: Device, method: MethodEntry, prompt_len: int, max_batch: int) -> int:
+    """The largest batch in [1, max_batch] whose prediction fits the device (0 if batch 1 does not fit).
+
+    Memory is close to affine in the batch (fixed weights, per-sequence cache and activations), so the search
+    first probes where the line through batch 1 and 2 meets the capacity, and the batch after it; a bisection
+    over whatever bracket remains makes the answer exact without relying on that shape.
+    """
+    def probe(batch: int) -> tuple[bool, float, float]:
+        mem = ctx.predict_method(device, method, {"batch": batch, "prompt_len": prompt_len}).summary["memory"]
+        return bool(mem["fits"]), mem["total_bytes"], mem["capacity_bytes"]
+
+    fits, total_1, capacity = probe(1)
+    if not fits:
+        return 0
+    lo, hi = 1, max_batch + 1  # invariant: lo fits; hi does not, or lies past the search range
+    if max_batch >= 2:
+        fits, total_2, _ = probe(2)
+        lo, hi = (2, hi) if fits else (lo, 2)
+        if fits and total_2 > total_1:
+            guess = 1 + int((capacity - total_1) // (total_2 - total_1))
+            for batch in (guess, guess + 1):
+                if lo < batch < hi:
+                    lo, hi = (batch, hi) if probe(batch)[0] else (lo, batch)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if probe(mid)[0] else (lo, mid)
+    return lo
+
+
+def build(ctx: Context) -> Section:
+    """Largest batch and tokens held per (device, method, prompt), and devices needed for the target load."""
+    cap = ctx.review.capacity
+    rows, target_rows = [], []
+    for device in ctx.devices:
+        for method in ctx.review.methods:
+            for length in cap.context:
+                batch = largest_batch(ctx, device, method, length, cap.max_batch)
+                row = {"device": device.name, "method": method.label, "prompt": length, "largest batch": batch,
+                       "tokens held": 0, "memory at that batch (GB)": float("nan"),
+                       "capacity (GB)": device.hardware.memory_capacity_bytes / 1e9,
+                       "search capped": batch == cap.max_batch}
+                if batch:
+                    pred = ctx.predict_method(device, method, {"batch": batch, "prompt_len": length})
+                    c, mem = pred.summary["context"], pred.summary["memory"]
+                    row.update({"tokens held": batch * (c["prompt_len"] + c["gen_len"]),
+                                "memory at that batch (GB)": mem["total_bytes"] / 1e9,
+                                "capacity (GB)": mem["capacity_bytes"] / 1e9})
+                rows.append(row)
+            pred = ctx.predict_method(device, method, {"batch": cap.target_batch, "prompt_len": cap.target_context})
+            mem = pred.summary["memory"]
+            target_rows.append({"device": device.name, "method": method.label, "batch": cap.target_batch,
+                                "prompt": cap.target_context, "weights (GB)": mem["weights_bytes"] / 1e9,
+                                "cache (GB)": mem["cache_bytes"] / 1e9,
+                                "activations (GB)": mem["activation_bytes"] / 1e9,
+                                "total (GB)": mem["total_bytes"] / 1e9, "capacity (GB)": mem["capacity_bytes"] / 1e9,
+                                "devices needed": math.ceil(mem["total_bytes"] / mem["capacity_bytes"])})
+    frame, target = pd.DataFrame(rows), pd.DataFrame(target_rows)
+    shown = frame[frame["largest batch"] > 0]
+    fig = plots.lines(
+        [plots.Panel("largest batch that fits", shown, "largest batch", "largest batch (sequences)"),
+         plots.Panel("tokens held at that batch", shown, "tokens held", "batch × (prompt + generated) (tokens)")],
+        "prompt", "prompt length (tokens)", "method", ctx.method_styles, "device", ctx.device_linestyles)
+    paragraphs = [
+        f"Largest batch found by a bracketing search up to {fmt(cap.max_batch)} (a capped search is flagged in the table); "
+        f"prompts whose batch 1 does not fit are left out of the plot. Devices needed for the target of "
+        f"{fmt(cap.target_batch)} sequences with {fmt(cap.target_context)}-token prompts is the memory-only lower "
+        f"bound ⌈total bytes / capacity⌉: it assumes weights, cache and activations split evenly over the devices "
+        f"(tensor parallelism) and ignores communication buffers.",
+    ]
+    for device in ctx.devices:
+        need = target[target.device == device.name]
+        paragraphs.append(f"On {device.name}: " + "; ".join(
+            f"{r.method} needs {fmt(r['devices needed'])} ({fmt(r['total (GB)'])} GB)" for _, r in need.iterrows())
+            + ".")
+    figure = Figure("capacity", "Largest batch that fits each device (left) and the tokens it holds (right) against "
+                    "prompt length.", plots.to_png(fig, ctx.review.dpi))
+    return Section("capacity", "Capacity", paragraphs, [figure],
+                   [Table("capacity_batch", "Largest batch that fits", frame),
+                    Table("capacity_target", "Devices needed for the target load", target)])

@@ -1,0 +1,167 @@
+"""Method comparison section: ARM vs vanilla DLM vs block-wise diffusion over batch, context and denoising steps.
+
+Latency and throughput of every compared configuration as the batch and the prompt grow, then the latency of each
+diffusion method against its number of denoising steps, with the step count below which it beats the ARM
+reference marked. A diffusion method's latency is affine in its step count (prefill and cache commits are fixed,
+every step costs the same), so the crossover is read off a straight-line fit through the swept points.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from perfmodel.report import plots
+from perfmodel.report.context import Context, Device
+from perfmodel.report.document import Figure, Section, Table, fmt
+from perfmodel.report.review import MethodEntry
+
+BLOCK_METHODS = ("block-dlm", "fast-dllm-prefix", "fast-dllm-dual")
+
+
+def _row(ctx: Context, device: Device, method: MethodEntry, overrides: dict) -> dict:
+    pred = ctx.predict_method(device, method, overrides)
+    s, c = pred.summary, pred.summary["context"]
+    return {"device": device.name, "method": method.label, "batch": c["batch"], "prompt": c["prompt_len"],
+            "generated": c["gen_len"], "steps": s["steps"], "latency (s)": s["latency_s"],
+            "tokens/s": s["tokens_per_s"], "step (ms)": s["time_per_step_s"] * 1e3,
+            "memory (GB)": s["memory"]["total_bytes"] / 1e9, "fits": s["memory"]["fits"], "bound": s["bound"]}
+
+
+def _sweep(ctx: Context, key: str, values: list[int]) -> pd.DataFrame:
+    return pd.DataFrame([_row(ctx, d, m, {key: v}) for d in ctx.devices for m in ctx.review.methods for v in values])
+
+
+def summary_table(frame: pd.DataFrame, axis: str, axis_label: str) -> pd.DataFrame:
+    """One row per (device, method): latency and throughput at each swept value (points that do not fit: dash)."""
+    fits = frame[frame.fits]
+    out = []
+    for (device, method), g in frame.groupby(["device", "method"], sort=False):
+        row = {"device": device, "method": method}
+        mine = fits[(fits.device == device) & (fits.method == method)].set_index(axis)
+        for col, label in (("latency (s)", "latency (s)"), ("tokens/s", "tokens/s")):
+            for value in g[axis]:
+                row[f"{label}, {axis_label} {fmt(value)}"] = mine[col].get(value, float("nan"))
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _sweep_figure(ctx: Context, frame: pd.DataFrame, x: str, xlabel: str):
+    fits = frame[frame.fits]
+    panels = [plots.Panel("latency", fits, "latency (s)", "end-to-end latency (s)"),
+              plots.Panel("throughput", fits, "tokens/s", "throughput (tokens/s)")]
+    return plots.lines(panels, x, xlabel, "method", ctx.method_styles, "device", ctx.device_linestyles)
+
+
+def steps_overrides(kind: str, steps: int, gen_len: int, block_size: int) -> tuple[dict, int]:
+    """Overrides that give a diffusion method about ``steps`` denoising steps, and the steps it then runs.
+
+    Vanilla DLM: ``steps`` directly. Block-wise methods: ``steps_per_block`` = steps × block / gen_len (at least 1)
+    over ⌈gen_len / block⌉ blocks.
+    """
+    if kind in BLOCK_METHODS:
+        blocks = math.ceil(gen_len / block_size)
+        per_block = max(1, round(steps / blocks))
+        return {"steps_per_block": per_block}, per_block * blocks
+    return {"steps": steps}, steps
+
+
+def _crossover(steps: np.ndarray, latency: np.ndarray, reference: float) -> tuple[float, float, float]:
+    """(steps at which the affine fit of latency meets ``reference`` (nan if never at ≥ 1 step), intercept (s),
+    slope (s per step))."""
+    slope, intercept = np.polyfit(steps, latency, 1)
+    intercept = round(float(intercept), 9)  # to the nanosecond: below that it is rounding residue of the fit
+    if slope <= 0:
+        return float("nan"), float(intercept), float(slope)
+    cross = (reference - intercept) / slope
+    return (float(cross) if cross >= 1 else float("nan")), float(intercept), float(slope)
+
+
+def _steps_part(ctx: Context) -> tuple[list[str], Figure | None, list[Table]]:
+    diffusion = [m for m in ctx.review.methods if ctx.method_kind(m) != "arm"]
+    arm = next((m for m in ctx.review.methods if ctx.method_kind(m) == "arm"), None)
+    if not diffusion:
+        return ["No diffusion method is compared, so there is no denoising-steps sweep."], None, []
+    rows, cross_rows, panels, sentences = [], [], [], []
+    for device in ctx.devices:
+        reference = ctx.predict_method(device, arm).summary["latency_s"] if arm else None
+        dev_rows, marks, extra = [], [], []
+        for method in diffusion:
+            sc = ctx.scenario(method.scenario, method.set)
+            seen = set()
+            for requested in ctx.review.sweeps.steps:
+                overrides, actual = steps_overrides(sc.method, requested, sc.gen_len, sc.block_size)
+                if actual in seen:
+                    continue
+                seen.add(actual)
+                row = _row(ctx, device, method, overrides)
+                row["denoising steps"] = actual
+                dev_rows.append(row)
+            if reference is None:
+                continue
+            mine = pd.DataFrame([r for r in dev_rows if r["method"] == method.label])
+            cross, intercept, slope = _crossover(mine["denoising steps"].to_numpy(float),
+                                                 mine["latency (s)"].to_numpy(float), reference)
+            cross_rows.append({"device": device.name, "method": method.label, "reference": arm.label,
+                               "reference latency (s)": reference, "fixed cost (s)": intercept,
+                               "cost per step (ms)": slope * 1e3, "crossover (steps)": cross,
+                               "tokens per step at crossover": sc.gen_len / cross})
+            if not math.isnan(cross):
+                marks.append((cross, reference, f"{method.label}: {fmt(cross)}"))
+                extra.append(cross)
+                sentences.append(f"On {device.name}, {method.label} is faster than {arm.label} below "
+                                 f"{fmt(cross)} denoising steps ({fmt(sc.gen_len / cross)} tokens per step).")
+            else:
+                sentences.append(f"On {device.name}, {method.label} is slower than {arm.label} at any step count "
+                                 f"(fixed cost {fmt(intercept)} s against {fmt(reference)} s).")
+        rows += dev_rows
+        hlines = ((reference, f"{arm.label} latency", "--"),) if reference is not None else ()
+        panels.append(plots.Panel(device.name, pd.DataFrame(dev_rows), "latency (s)", "end-to-end latency (s)",
+                                  hlines=hlines, marks=tuple(marks), extra_x=tuple(extra)))
+    diff_styles = {m.label: ctx.method_styles[m.label] for m in diffusion}
+    fig = plots.lines(panels, "denoising steps", "denoising steps per answer", "method", diff_styles)
+    caption = ("Latency of each diffusion method against its number of denoising steps"
+               + (f"; the dashed line is {arm.label} and the star marks the crossover." if arm else "."))
+    tables = [Table("methods_steps", "Latency against denoising steps", pd.DataFrame(rows), shown=0)]
+    if cross_rows:
+        tables.insert(0, Table("methods_crossover", f"Crossover against {arm.label}", pd.DataFrame(cross_rows)))
+    return sentences, Figure("methods-steps", caption, plots.to_png(fig, ctx.review.dpi)), tables
+
+
+def build(ctx: Context) -> Section:
+    """Batch and context sweeps of every method, and the denoising-steps sweep with its crossover."""
+    sweeps = ctx.review.sweeps
+    batch = _sweep(ctx, "batch", sweeps.batch)
+    context = _sweep(ctx, "prompt_len", sweeps.context)
+    figures = [
+        Figure("methods-batch", "Latency and throughput against batch size (log-log); points that do not fit the "
+               "device's memory are left out (see the fits column of the table).",
+               plots.to_png(_sweep_figure(ctx, batch, "batch", "batch (sequences)"), ctx.review.dpi)),
+        Figure("methods-context", "Latency and throughput against prompt length (log-log); points that do not "
+               "fit are left out.",
+               plots.to_png(_sweep_figure(ctx, context, "prompt", "prompt length (tokens)"), ctx.review.dpi)),
+    ]
+    steps_text, steps_fig, steps_tables = _steps_part(ctx)
+    if steps_fig is not None:
+        figures.append(steps_fig)
+    top = batch[batch.fits].sort_values("tokens/s", ascending=False).head(1)
+    paragraphs = ["Each method runs its own model and scenario; only the swept field changes."]
+    if len(top):
+        best = top.iloc[0]
+        paragraphs.append(f"The highest throughput in the batch sweep is {best.method} on {best.device} at batch "
+                          f"{fmt(best.batch)}: {fmt(best['tokens/s'])} tokens/s.")
+    paragraphs += steps_text
+    big = max(sweeps.context)
+    at_big = context[(context.prompt == big) & context.fits]
+    if len(at_big):
+        quick = at_big.loc[at_big["latency (s)"].idxmin()]
+        paragraphs.append(f"At a {fmt(big)}-token prompt the lowest latency is {quick.method} on {quick.device}: "
+                          f"{fmt(quick['latency (s)'])} s.")
+    tables = [Table("methods_batch_summary", "Latency and throughput against batch size (dash: does not fit)",
+                    summary_table(batch, "batch", "batch")),
+              Table("methods_context_summary", "Latency and throughput against prompt length (dash: does not fit)",
+                    summary_table(context, "prompt", "prompt")),
+              Table("methods_batch", "Every point of the batch sweep", batch, shown=0),
+              Table("methods_context", "Every point of the prompt-length sweep", context, shown=0), *steps_tables]
+    return Section("methods", "ARM vs DLM vs block-wise diffusion", paragraphs, figures, tables)
