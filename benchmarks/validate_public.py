@@ -48,7 +48,9 @@ def _write_efficiency(hw, report) -> None:
     cache = [k for k, m in hw.memory.items() if not m.per_unit][0]
     block = (f"efficiency:\n  tensor: {e['tensor']:.3f}\n  memory:\n    {cache}: {e['l2']:.3f}\n"
              f"    {hw.main_memory}: {e['hbm']:.3f}\n  launch_s: {e['launch_s']:.3e}\n"
-             f"  attention_overhead_s: {e['attention_overhead_s']:.3e}\n  note: \"{hw.efficiency.note}\"\n")
+             f"  attention_overhead_s: {e['attention_overhead_s']:.3e}\n"
+             f"  attention_tile_s: {e['attention_tile_s']:.3e}\n"
+             f"  prefill_attention_overhead_s: {e['prefill_attention_overhead_s']:.3e}\n  note: \"{hw.efficiency.note}\"\n")
     path = REPO / "hardware" / f"{hw.name}.yaml"
     text = path.read_text()
     path.write_text(re.sub(r"efficiency:\n(  .*\n)*", block, text))

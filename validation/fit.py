@@ -10,6 +10,9 @@ reported on every other row:
 - ``gemm_tiny``: GEMMs with m, n, k ≤ 64 — nothing to do but launch: the fixed per-kernel cost.
 - ``attn_decode_long``: decode attention (q_len 1) with batch·kv_len ≥ 2²⁰ tokens — HBM streaming of a cache.
 - ``attn_decode_tiny``: decode attention with batch ≤ 4 and kv_len ≤ 16 — the fixed cost of an attention call.
+- ``attn_prefill_tiny``: prefill attention of ≤ 16 tokens and batch ≤ 4 — the fixed cost of a prefill call.
+- ``attn_decode_wide``: decode attention with kv_len ≤ 16 and batch·kv_heads ≥ 4096 tiles — the serial time of
+  one decode tile (nothing to stream, only many tiles to schedule).
 
 The fit minimises the squared log error of the analytic engine on the union of the subsets (scipy
 ``least_squares``, bounded), which weights every row equally whatever its duration.
@@ -30,9 +33,13 @@ SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "attn_decode_long": lambda t: (t.op == "attention") & (t.q_len == 1)
     & (t.batch.astype(float) * t.kv_len >= 2**20),
     "attn_decode_tiny": lambda t: (t.op == "attention") & (t.q_len == 1) & (t.batch <= 4) & (t.kv_len <= 16),
+    "attn_prefill_tiny": lambda t: (t.op == "attention") & (t.q_len > 1) & (t.q_len <= 16) & (t.batch <= 4),
+    "attn_decode_wide": lambda t: (t.op == "attention") & (t.q_len == 1) & (t.kv_len <= 16)
+    & (t.batch.astype(float) * t.kv_heads >= 4096),
 }
 
-PARAMS = ("tensor", "l2", "hbm", "launch_s", "attention_overhead_s")
+PARAMS = ("tensor", "l2", "hbm", "launch_s", "attention_overhead_s", "attention_tile_s",
+          "prefill_attention_overhead_s")
 
 
 def calibration_mask(table: pd.DataFrame, subsets: tuple[str, ...] = tuple(SUBSETS)) -> pd.Series:
@@ -44,13 +51,14 @@ def calibration_mask(table: pd.DataFrame, subsets: tuple[str, ...] = tuple(SUBSE
 
 
 def _with_efficiency(hw: Hardware, x: np.ndarray, note: str) -> Hardware:
-    tensor, l2, hbm, launch, attn = (float(v) for v in x)
+    tensor, l2, hbm, launch, attn, tile, prefill = (float(v) for v in x)
     mem = dict(hw.efficiency.memory)
     levels = list(hw.memory)
     cache = [lv for lv in levels if not (hw.kind == "gpu" and hw.memory[lv].per_unit)]
     mem[cache[0]] = l2
     mem[hw.main_memory] = hbm
     eff = hw.efficiency.model_copy(update={"tensor": tensor, "memory": mem, "launch_s": launch, "attention_overhead_s": attn,
+                                          "attention_tile_s": tile, "prefill_attention_overhead_s": prefill,
                                           "note": note})
     return hw.model_copy(update={"efficiency": eff})
 
@@ -75,9 +83,11 @@ def fit_efficiency(table: pd.DataFrame, hardware: str | Hardware, engine: str = 
     cache = [lv for lv in hw.memory if not (hw.kind == "gpu" and hw.memory[lv].per_unit)]
     x0 = np.array([hw.efficiency.tensor, hw.efficiency.memory_fraction(cache[0]),
                    hw.efficiency.memory_fraction(hw.main_memory), max(hw.efficiency.launch_s, 1e-7),
-                   max(hw.efficiency.attention_overhead_s, 1e-7)])
-    res = least_squares(residuals, x0, bounds=([0.2, 0.1, 0.2, 0.0, 0.0], [1.0, 1.0, 1.0, 50e-6, 50e-6]),
-                        x_scale=[0.1, 0.1, 0.1, 1e-6, 1e-6], diff_step=1e-3)
+                   max(hw.efficiency.attention_overhead_s, 1e-7),
+                   hw.efficiency.attention_tile_s or 4 * (hw.memory[hw.main_memory].latency_s or 5e-7),
+                   max(hw.efficiency.prefill_attention_overhead_s, 1e-7)])
+    res = least_squares(residuals, x0, bounds=([0.2, 0.1, 0.2] + [0.0] * 4, [1.0, 1.0, 1.0] + [50e-6] * 4),
+                        x_scale=[0.1, 0.1, 0.1] + [1e-6] * 4, diff_step=1e-3)
     fitted = _with_efficiency(hw, res.x, note)
     report = {"hardware": hw.name, "rows": int(len(rows)),
               "subsets": {k: int(SUBSETS[k](rows).sum()) for k in SUBSETS},

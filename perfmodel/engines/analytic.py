@@ -56,6 +56,9 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
     l2, main = levels[0], levels[-1]
     compute = compute.copy()
     overhead = overhead.copy()
+    tile_s = eff.attention_tile_s
+    if tile_s is None:
+        tile_s = tiling.DECODE_DEPENDENT_LOADS * main.latency
     for i, op in enumerate(op_list):
         if op.unit != "tensor" or op.kind not in ("gemm", "attention"):
             continue
@@ -80,10 +83,10 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
             exps = tiling.softmax_exps(sh["batch"], sh["heads"], pairs)
             rate = tiling.exp_rate(hw.compute.peak_flops("fp32", "vector") * eff.vector)
             c = tiling.attention_compute_time(sh["batch"], sh["q_len"], sh["heads"], sh["kv_heads"], op.flops,
-                                              sms=sms, peak=peak, exps=exps, exp_per_s=rate,
-                                              latency_s=main.latency)
+                                              sms=sms, peak=peak, exps=exps, exp_per_s=rate, tile_s=tile_s)
             compute[i] = c + vec
-            overhead[i] = overhead[i] + eff.attention_overhead_s
+            q_len = np.asarray(sh["q_len"], dtype=float)
+            overhead[i] = overhead[i] + np.where(q_len > 1, eff.prefill_attention_overhead_s, eff.attention_overhead_s)
     return compute, overhead
 
 

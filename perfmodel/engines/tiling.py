@@ -66,9 +66,9 @@ def gemm_time(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     return best, best_c, best_l2, best_l2b
 
 
-# Decode tiles resident per SM and dependent memory round trips per tile (query, page table, first K/V block,
-# output): a tile cannot finish faster than that chain, so a grid of many tiny tiles costs waves × chain.
-DECODE_TILES_PER_SM = 2
+# Dependent memory round trips of one decode tile (query, page table, first K/V block, output): a tile cannot
+# finish faster than that chain, so a grid of many tiny tiles costs ⌈tiles / SMs⌉ chains. Calibration may
+# replace the chain by a measured tile time (efficiency.attention_tile_s).
 DECODE_DEPENDENT_LOADS = 4
 
 
@@ -86,25 +86,24 @@ def exp_rate(vector_fp32_flops: float) -> float:
 
 def attention_compute_time(batch: Any, q_len: Any, heads: Any, kv_heads: Any, flops: Any, *, sms: int,
                            peak: float, exps: Any = 0.0, exp_per_s: float = float("inf"),
-                           latency_s: float = 0.0) -> Any:
+                           tile_s: float = 0.0) -> Any:
     """Compute time of fused attention with wave quantisation and the softmax's exponentials.
 
-    Prefill (q_len > 1): one tile per (batch, head, 128-query block), waves over the SMs; each tile runs its
-    two matmuls on the tensor cores and its exponentials on the special-function units, one after the other
-    (the overlap FlashAttention-3 achieves is partial; this is the conservative end). Decode (q_len = 1,
+    Prefill (q_len > 1): one tile per (batch, KV head, 128 rows of the GQA group's queries packed together),
+    waves over the SMs; each tile pays ``tile_s`` (loading Q, the rescale and writing O: latency a tile cannot
+    hide) on top of its two matmuls on the tensor cores and its exponentials on the special-function units, one
+    after the other (the overlap FlashAttention-3 achieves is partial; this is the conservative end). Decode (q_len = 1,
     flash-decoding): the KV length is split so the grid fills the SMs, so the work spreads evenly; but each of
-    the batch × kv_heads tiles is a chain of DECODE_DEPENDENT_LOADS memory round trips, so a grid of many
-    small tiles takes ⌈tiles / (SMs·DECODE_TILES_PER_SM)⌉ such chains at least.
+    the batch × kv_heads tiles takes at least ``tile_s`` (a chain of dependent memory round trips), so a grid
+    of many small tiles takes ⌈tiles / SMs⌉ · tile_s at least.
     """
     batch = np.asarray(batch, dtype=float)
     q_len = np.asarray(q_len, dtype=float)
-    per_sm = peak / sms
     work = flops / peak + exps / exp_per_s  # whole-GPU time of the matmuls and exponentials
-    prefill_tiles = batch * heads * np.ceil(q_len / ATTN_BLOCK_Q)
+    prefill_tiles = batch * kv_heads * np.ceil(q_len * heads / kv_heads / ATTN_BLOCK_Q)
     waves = np.ceil(prefill_tiles / sms)
-    prefill = waves * (work * sms / np.maximum(prefill_tiles, 1))
+    prefill = waves * (work * sms / np.maximum(prefill_tiles, 1) + tile_s)
     decode_tiles = batch * kv_heads
-    chain = np.ceil(decode_tiles / (sms * DECODE_TILES_PER_SM)) * DECODE_DEPENDENT_LOADS * latency_s
+    chain = np.ceil(decode_tiles / sms) * tile_s
     decode = np.maximum(work, chain)
-    del per_sm
     return np.where(q_len > 1, prefill, decode)

@@ -81,6 +81,11 @@ class Efficiency(Spec):
     launch_s: float = Field(4e-6, ge=0, description="fixed cost per kernel: launch plus ramp-up and tail (s)")
     attention_overhead_s: float = Field(
         0.0, ge=0, description="extra fixed cost of an attention call beyond one launch (cache write, split-KV combine, metadata) (s)")
+    prefill_attention_overhead_s: float = Field(
+        0.0, ge=0, description="extra fixed cost of a prefill (variable-length) attention call beyond one launch (s)")
+    attention_tile_s: float | None = Field(
+        None, ge=0, description="serial time of one decode-attention tile (one sequence x KV head) per SM; "
+                                "default: four dependent main-memory round trips (s)")
     note: str = Field("datasheet defaults, not calibrated", description="how these numbers were obtained")
 
     def memory_fraction(self, level: str) -> float:
