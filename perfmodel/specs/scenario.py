@@ -78,6 +78,8 @@ class Scenario(Spec):
     kv_cache: KVCache = Field(default_factory=KVCache, description="cache storage")
     attention: Attention = Field(default_factory=Attention, description="attention variant")
     tensor_parallel: PositiveInt = Field(1, description="GPUs the model is split across (tensor parallelism)")
+    prefill_chunk: PositiveInt = Field(
+        8192, description="prefill runs in chunks of this many tokens (whole batch): bounds its activations, not its time")
 
     @model_validator(mode="after")
     def _check(self) -> "Scenario":

@@ -49,12 +49,16 @@ def cache_bytes(s: Structure, p: Params) -> Any:
 
 
 def activation_bytes(s: Structure, p: Params, passes: list[Pass]) -> Any:
-    """Peak live activations of the largest pass: hidden states, QKV, MLP intermediates and the logits (fp32)."""
+    """Peak live activations of the largest pass: one layer's hidden states, QKV and MLP intermediates, and the
+    logits (fp32). Prefill passes hold only one chunk of ``prefill_chunk`` tokens at a time (chunked prefill);
+    diffusion passes attend bidirectionally over the whole sequence and hold all of it."""
     a = bytes_per_element(s.compute_dtype)
     q_dim, kv_dim = p.heads * p.head_dim / p.tp, np.maximum(p.kv_heads / p.tp, 1) * p.head_dim
     peak = 0.0 * p.batch
     for ps in passes:
         rows = p.batch * ps.tokens
+        if not ps.generation:
+            rows = np.minimum(rows, p.prefill_chunk)
         per_row = (2 * p.hidden + q_dim + 2 * kv_dim + 3 * p.intermediate / p.tp) * a
         live = rows * per_row + p.batch * ps.logits * p.vocab / p.tp * 4.0
         peak = np.maximum(peak, np.where(np.asarray(ps.count) > 0, live, 0.0))

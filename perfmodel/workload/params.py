@@ -63,6 +63,7 @@ class Params:
     intermediate: Any
     vocab: Any
     kmeans_iterations: Any = 10
+    prefill_chunk: Any = 8192
 
     def replace(self, **changes: Any) -> "Params":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -92,6 +93,6 @@ def from_specs(model: Model, scenario: Scenario) -> tuple[Structure, Params]:
         centroid_ratio=scenario.attention.centroid_ratio, tp=scenario.tensor_parallel,
         hidden=model.hidden_size, layers=model.num_hidden_layers, heads=model.num_attention_heads,
         kv_heads=model.num_key_value_heads, head_dim=model.d_head, intermediate=model.intermediate_size,
-        vocab=model.vocab_size,
+        vocab=model.vocab_size, prefill_chunk=scenario.prefill_chunk,
     )
     return structure, params
