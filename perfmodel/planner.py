@@ -94,6 +94,7 @@ class HardwarePlan:
     notes: dict[int, str] = field(default_factory=dict)  # per tp: why it was not chosen
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the best option, the per-tp notes and every option."""
         return {"hardware": self.hardware, "best": asdict(self.best) if self.best else None,
                 "why_not": {str(tp): note for tp, note in self.notes.items()},
                 "options": [asdict(o) for o in self.options]}
@@ -152,7 +153,7 @@ def _predict_table(hardware: str, model: str, scenario: str, cache: str, tps: Se
             frames.append(evaluate(grid))
         except SpecError:
             raise
-        except ValueError as exc:
+        except ValueError as exc:  # e.g. tp > 1 on a device whose spec lists no interconnect
             frames.append(pd.DataFrame({"tensor_parallel": [t for t in group for _ in batches],
                                         "batch": [b for _ in group for b in batches], "error": str(exc)}))
     return pd.concat(frames, ignore_index=True)
@@ -168,6 +169,7 @@ def plan(model: str, scenario: str, target: Target, *, hardware: Sequence[str] |
     The result lists devices with a feasible option first, cheapest first.
     """
     from perfmodel.specs.hardware import load_hardware
+    from perfmodel.specs.scenario import DEFAULT_BITS
 
     overrides = dict(overrides or {})
     for key in ("tensor_parallel", "batch", "kv_cache.format", "kv_cache.bits"):
@@ -176,6 +178,9 @@ def plan(model: str, scenario: str, target: Target, *, hardware: Sequence[str] |
     for name, values in (("tp", tps), ("batch", batches)):
         if not values or any(not isinstance(v, (int, np.integer)) or v < 1 for v in values):
             raise ValueError(f"{name} choices {list(values)!r}: expected positive integers")
+    unknown = [c for c in caches if c not in DEFAULT_BITS]
+    if not caches or unknown:
+        raise ValueError(f"cache choices {list(caches)!r}: expected formats among {', '.join(DEFAULT_BITS)}")
     names = list(hardware) if hardware is not None else planning_hardware()
     share = _first_token_share(_scenario_with(scenario, overrides))
     plans = []
@@ -200,7 +205,8 @@ def _scenario_with(scenario: str, overrides: Mapping[str, Any]):
     base = load_scenario(scenario)
     dumped = base.model_dump(mode="json")
     _, _, sc_o = split_overrides(overrides)
-    return load_scenario(base, {k: resolve_value(v, get_path(dumped, k), "plan", k) for k, v in sc_o.items()})
+    return load_scenario(base, {k: resolve_value(v, get_path(dumped, k), "--set", k, f"scenario {scenario}")
+                                for k, v in sc_o.items()})
 
 
 def _options(df: pd.DataFrame, hw_name: str, hw, cache: str, target: Target, share: float) -> list[Option]:

@@ -19,8 +19,8 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from perfmodel.sweep_eval import BOUND_PREFIX, CONTEXT, METRICS, evaluate_chunk
-from perfmodel.sweep_grid import Chunk, Grid, chunks, grid_from_dict, load_grid
+from perfmodel.sweep_eval import BOUND_PREFIX, CONTEXT, evaluate_chunk
+from perfmodel.sweep_grid import METRICS, Chunk, Grid, chunks, grid_from_dict, load_grid
 
 ENGINES = ("analytic", "event")
 DEFAULT_CHUNK = {"analytic": 20_000, "event": 8}
@@ -51,7 +51,7 @@ def order_columns(df: pd.DataFrame, grid: Grid) -> pd.DataFrame:
     df = df.sort_values("point", kind="stable").reset_index(drop=True)
     fractions = sorted(c for c in df.columns if c.startswith(BOUND_PREFIX))
     df[fractions] = df[fractions].fillna(0.0)
-    lead = ["point", "hardware", "model", "scenario", "method", "engine", *grid.parameters]
+    lead = ["point", "hardware", "model", "scenario", "method", "engine", *grid.columns]
     lead += [c for c in CONTEXT if c not in lead]
     rest = [c for c in df.columns if c not in lead and c not in METRICS and c not in fractions]
     return df[[c for c in lead if c in df.columns] + rest + list(METRICS) + fractions]
@@ -64,7 +64,8 @@ def _check_engine(engine: str) -> None:
         try:
             import perfmodel.engines.event  # noqa: F401
         except ImportError as exc:
-            raise ValueError(f"engine 'event' needs perfmodel.engines.event, which does not import here ({exc})") from None
+            raise ValueError(f"engine 'event' needs perfmodel.engines.event, which does not import here "
+                             f"({exc})") from None
 
 
 def evaluate(grid: Grid | dict, engine: str = "analytic", chunk_size: int | None = None) -> pd.DataFrame:
@@ -81,6 +82,20 @@ def _write_atomic(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     df.to_parquet(tmp, index=False)
     os.replace(tmp, path)
+
+
+def _read_part(path: Path, chunk: Chunk, grid: Grid, engine: str) -> pd.DataFrame:
+    """A filed part, or the chunk evaluated again (and refiled) when the part is unreadable or incomplete."""
+    expected = {"point", *grid.columns, *METRICS}
+    try:
+        df = pd.read_parquet(path)
+        if len(df) == chunk.size and expected <= set(df.columns):
+            return df
+    except (OSError, ValueError):
+        pass
+    df = evaluate_chunk(chunk, engine)
+    _write_atomic(df, path)
+    return df
 
 
 def _run_local(todo: Iterable[Chunk], engine: str, store: Callable[[Chunk, pd.DataFrame], None]) -> None:
@@ -157,7 +172,7 @@ def run_sweep(grid: Grid | str | Path, output: str | Path | None = None, *, engi
         else:
             _run_local(todo, engine, store)
     if parts is not None:
-        frames = {c.key: pd.read_parquet(parts / f"{c.key}.parquet") for c in plan}
+        frames = {c.key: _read_part(parts / f"{c.key}.parquet", c, grid, engine) for c in plan}
     table = order_columns(pd.concat([frames[c.key] for c in plan], ignore_index=True), grid)
     out_path = None
     if output is not None:

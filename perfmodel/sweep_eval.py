@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from perfmodel.sweep_aggregate import Aggregates, OpBlock, aggregate
-from perfmodel.sweep_grid import Chunk
+from perfmodel.sweep_grid import METRICS, Chunk, column_of
 
 # Numeric scenario fields and the workload parameter each one sets (see perfmodel.workload.params.from_specs).
 PARAM_OF = {
@@ -27,9 +27,6 @@ PARAM_OF = {
     "attention.centroid_ratio": "centroid_ratio", "tensor_parallel": "tp",
 }
 CONTEXT = ("batch", "prompt_len", "gen_len")
-METRICS = ("latency_s", "prefill_s", "decode_s", "tokens_per_s", "time_per_step_s", "steps", "flops", "hbm_bytes",
-           "arithmetic_intensity", "bound", "memory_weights_bytes", "memory_cache_bytes", "memory_activation_bytes",
-           "memory_total_bytes", "memory_capacity_bytes", "memory_fits")
 BOUND_PREFIX = "bound_fraction_"
 
 
@@ -89,7 +86,12 @@ def _signature(op, shape: tuple[int, ...]) -> Any:
     if int(np.prod(shape, dtype=np.int64)) > DEDUP_MAX_ELEMENTS:
         return None
     parts = [(v.shape, v.tobytes()) if isinstance(v, np.ndarray) else v for v in _fields(op)]
-    return (op.name, op.phase, op.kind, op.dtype, op.unit, tuple(sorted(op.shape)), tuple(parts))
+    sig = (op.name, op.phase, op.kind, op.dtype, op.unit, tuple(sorted(op.shape)), tuple(parts))
+    try:
+        hash(sig)
+    except TypeError:  # a field of a kind this comparison does not know: time the op on its own
+        return None
+    return sig
 
 
 def _unique_ops(op_list) -> list[tuple[Any, list]]:
@@ -171,9 +173,9 @@ def _frame(chunk: Chunk, arrays: Mapping[str, np.ndarray], agg: Aggregates, engi
     cols["method"] = np.full(n, g.scenario.method, dtype=object)
     cols["engine"] = np.full(n, engine, dtype=object)
     for key, value in g.constants.items():
-        cols[key] = np.full(n, value, dtype=object if isinstance(value, str) else None)
+        cols[column_of(key)] = np.full(n, value, dtype=object if isinstance(value, str) else None)
     for (key, values) in chunk.axis_values():
-        cols[key] = np.broadcast_to(arrays[key], shape).ravel().astype(np.asarray(values).dtype)
+        cols[column_of(key)] = np.broadcast_to(arrays[key], shape).ravel().astype(np.asarray(values).dtype)
     for key in CONTEXT:
         if key not in cols:
             cols[key] = np.full(n, getattr(g.scenario, key))
@@ -201,10 +203,15 @@ def _per_point(chunk: Chunk, engine: str) -> pd.DataFrame:
     from perfmodel.api import predict
 
     g = chunk.group
+    numeric = {ax.key for ax in g.numeric}
     rows = []
     for point, overrides in chunk.overrides():
-        p = predict(g.entries["hardware"], g.entries["model"], g.entries["scenario"], overrides, engine=engine)
-        row = {"point": point, **g.entries, "method": g.scenario.method, "engine": engine, **overrides}
+        # The group's specs already carry its hardware, model and structural scenario values: workers need no
+        # files, only the numeric values of the point.
+        p = predict(g.hardware, g.model, g.scenario, {k: v for k, v in overrides.items() if k in numeric},
+                    engine=engine)
+        row = {"point": point, **g.entries, "method": g.scenario.method, "engine": engine,
+               **{column_of(k): v for k, v in overrides.items()}}
         for key in CONTEXT:
             row.setdefault(key, p.summary["context"][key])
         row.update(summary_row(p.summary))

@@ -24,12 +24,13 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from perfmodel import __version__
 from perfmodel.errors import SpecError, UnknownNameError
 
 SCHEMA_VERSION = 1
@@ -42,7 +43,17 @@ NUMERIC_SCENARIO_KEYS = (
     "kv_cache.bits", "kv_cache.group_size", "kv_cache.scale_bytes", "kv_cache.residual_window",
     "attention.token_budget", "attention.centroid_ratio", TP_KEY,
 )
+# Metric columns of a sweep table (as perfmodel.api.summarize names them, memory flattened).
+METRICS = ("latency_s", "prefill_s", "decode_s", "tokens_per_s", "time_per_step_s", "steps", "flops", "hbm_bytes",
+           "arithmetic_intensity", "bound", "memory_weights_bytes", "memory_cache_bytes", "memory_activation_bytes",
+           "memory_total_bytes", "memory_capacity_bytes", "memory_fits")
 _MULTIPLIER = re.compile(r"^\s*[x×]\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
+
+
+def column_of(key: str) -> str:
+    """Table column of a grid parameter: the key itself, or ``scenario.<key>`` where a metric has that name
+    (the scenario field ``steps`` against the metric ``steps``, the number of generation passes)."""
+    return f"scenario.{key}" if key in METRICS else key
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,11 @@ class Grid:
         """(column, values) of every wheel, slowest first."""
         return [("hardware", self.hardware), ("model", self.models), ("scenario", self.scenarios),
                 *self.parameters.items()]
+
+    @property
+    def columns(self) -> list[str]:
+        """Table columns of the parameters, in grid order."""
+        return [column_of(k) for k in self.parameters]
 
     @property
     def size(self) -> int:
@@ -134,6 +150,7 @@ def load_grid(path: str | Path) -> Grid:
 
 # -- resolving values against the specs ------------------------------------------------------------------
 def get_path(data: Any, dotted: str) -> Any:
+    """The value at a dotted path of nested mappings (``memory.hbm.bandwidth_bytes_per_s``), None if absent."""
     node = data
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -142,8 +159,9 @@ def get_path(data: Any, dotted: str) -> Any:
     return node
 
 
-def resolve_value(raw: Any, base: Any, source: str, key: str) -> Any:
-    """A grid value as a spec override: "xF" becomes F × the spec's own value ``base``; others pass as written."""
+def resolve_value(raw: Any, base: Any, source: str, key: str, spec: str = "the spec") -> Any:
+    """A grid value as a spec override: "xF" becomes F × the spec's own value ``base``; others pass as written
+    (strings through the ``--set`` value parser). ``spec`` names the spec in the error for a missing base."""
     if not isinstance(raw, str):
         return raw
     m = _MULTIPLIER.match(raw)
@@ -153,7 +171,7 @@ def resolve_value(raw: Any, base: Any, source: str, key: str) -> Any:
         return parse_value(raw)
     if isinstance(base, bool) or not isinstance(base, (int, float)):
         raise SpecError(source, f"parameters.{key}", raw,
-                        f"a plain value: a multiplier needs a numeric value in the spec, and it has {base!r}")
+                        f"a plain value: a multiplier needs a numeric value in {spec}, which has {base!r}")
     value = base * float(m.group(1))
     if isinstance(base, int) and float(value).is_integer():
         value = int(value)
@@ -189,10 +207,12 @@ class Group:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Number of values of each numeric wheel."""
         return tuple(len(ax.values) for ax in self.numeric)
 
     @property
     def size(self) -> int:
+        """Number of points."""
         return int(np.prod(self.shape, dtype=np.int64))
 
     def fingerprint(self) -> dict[str, Any]:
@@ -212,10 +232,12 @@ class Chunk:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Extent of the block along each numeric wheel."""
         return tuple(b - a for a, b in self.slices)
 
     @property
     def size(self) -> int:
+        """Number of points."""
         return int(np.prod(self.shape, dtype=np.int64))
 
     def axis_values(self) -> list[tuple[str, tuple[Any, ...]]]:
@@ -270,6 +292,7 @@ class _Resolver:
         return self._cache[key]
 
     def base(self, kind: str, entry: str):
+        """The spec ``entry`` (catalog name or path) of ``kind`` as written, loaded once."""
         from perfmodel.specs.hardware import load_hardware
         from perfmodel.specs.model import load_model
         from perfmodel.specs.scenario import load_scenario
@@ -300,7 +323,7 @@ class _Resolver:
             for key, i in zip(keys, indices):
                 path = key[len(prefix):]
                 raw = self.grid.parameters[key][i]
-                value = resolve_value(raw, get_path(base_dict, path), self.source, key)
+                value = resolve_value(raw, get_path(base_dict, path), self.source, key, f"{kind} {entry}")
                 try:  # each value alone first, so that an error names the one bad field
                     loader(base, {path: value})
                 except (SpecError, ValueError) as exc:
@@ -324,7 +347,7 @@ class _Resolver:
             base_dict = scenario.model_dump(mode="json")
             out = []
             for raw in self.grid.parameters[key]:
-                value = resolve_value(raw, get_path(base_dict, key), self.source, key)
+                value = resolve_value(raw, get_path(base_dict, key), self.source, key, f"scenario {entry}")
                 try:
                     checked = load_scenario(scenario, {key: value})
                 except (SpecError, ValueError) as exc:
@@ -335,10 +358,12 @@ class _Resolver:
 
 
 def groups(grid: Grid) -> Iterator[Group]:
-    """Every group of the grid, in point order of their first point; specs are validated on the way."""
+    """Every group of the grid, in grid order; specs and values are validated on the way."""
     r = _Resolver(grid)
     strides = grid.strides()
-    ranges = lambda keys: itertools.product(*[range(len(grid.parameters[k])) for k in keys])  # noqa: E731
+
+    def ranges(keys: Sequence[str]) -> Iterator[tuple[int, ...]]:
+        return itertools.product(*[range(len(grid.parameters[k])) for k in keys])
     for hi, hw_entry in enumerate(grid.hardware):
         for hw_idx in ranges(r.hw_keys):
             hw, hw_cols = r.variant("hardware", hw_entry, r.hw_keys, hw_idx)
@@ -354,10 +379,10 @@ def groups(grid: Grid) -> Iterator[Group]:
                             offset = sum(i * strides[k] for k, i in fixed.items())
                             entries = {"hardware": hw_entry, "model": model_entry, "scenario": sc_entry}
                             constants = {**hw_cols, **m_cols, **s_cols}
-                            yield from _split_tp(grid, r, entries, hw, model, sc, constants, offset, strides)
+                            yield from _split_tp(r, entries, hw, model, sc, constants, offset, strides)
 
 
-def _split_tp(grid: Grid, r: _Resolver, entries, hw, model, sc, constants, offset, strides) -> Iterator[Group]:
+def _split_tp(r: _Resolver, entries, hw, model, sc, constants, offset, strides) -> Iterator[Group]:
     """One group per tensor-parallel class: tp = 1 has no all-reduce ops, tp > 1 has them."""
     axes = []
     for key in r.numeric_keys:
@@ -398,8 +423,8 @@ def chunks(grid: Grid, chunk_size: int, engine: str = "analytic") -> Iterator[Ch
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size {chunk_size!r}: expected a positive integer")
     for group in groups(grid):
-        base = json.dumps({"schema": SCHEMA_VERSION, "engine": engine, **group.fingerprint()}, sort_keys=True,
-                          default=str)
+        base = json.dumps({"schema": SCHEMA_VERSION, "version": __version__, "engine": engine,
+                           **group.fingerprint()}, sort_keys=True, default=str)
         for block in _blocks(group.shape, chunk_size):
             slices = tuple(block)
             axes = [(ax.key, ax.values[a:b], ax.indices[a:b], ax.stride) for ax, (a, b) in zip(group.numeric, slices)]

@@ -19,6 +19,7 @@ COMMANDS = [
     "perfmodel.cli.validate_cmd",
     "perfmodel.cli.report_cmd",
     "perfmodel.cli.import_cmd",
+    "perfmodel.cli.measure_cmd",
 ]
 
 

@@ -21,17 +21,20 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``perfmodel plan``."""
     p = sub.add_parser("plan", help="cheapest GPUs / batch / cache per device that meet a latency or throughput target",
                        description="Capacity planning: for each device, the cheapest configuration (tensor "
                                    "parallelism, batch size, KV-cache format) that meets the target, and why "
                                    "cheaper ones fail.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="llama-3.1-8b", help="catalog name or YAML path (default llama-3.1-8b)")
-    p.add_argument("--scenario", default="arm", help="decoding method / scenario: catalog name or YAML path (default arm)")
+    p.add_argument("--scenario", default="arm",
+                   help="decoding method / scenario: catalog name or YAML path (default arm)")
     t = p.add_argument_group("targets (at least one)")
     t.add_argument("--tpot-ms", type=float, metavar="MS", help="maximum time per output token of one sequence (ms)")
     t.add_argument("--ttft-ms", type=float, metavar="MS", help="maximum time to first token (ms)")
-    t.add_argument("--tokens-per-s-per-user", type=float, metavar="N", help="minimum generated tokens/s of one sequence")
+    t.add_argument("--tokens-per-s-per-user", type=float, metavar="N",
+                   help="minimum generated tokens/s of one sequence")
     t.add_argument("--throughput", type=float, metavar="N",
                    help="minimum generated tokens/s over all sequences (met with replicas)")
     p.add_argument("--memory-budget-gb", type=float, metavar="GB",
@@ -41,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tensor-parallel degrees to try (default 1 2 4 8)")
     p.add_argument("--batch", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64, 128, 256], metavar="N",
                    help="batch sizes to try (default powers of two 1..256)")
-    p.add_argument("--cache", nargs="+", default=["fp16", "int8", "int4"], choices=["fp16", "bf16", "fp8", "int8", "int4"],
+    p.add_argument("--cache", nargs="+", default=["fp16", "int8", "int4"],
+                   choices=["fp16", "bf16", "fp8", "int8", "int4"],
                    help="KV-cache formats to try (default fp16 int8 int4)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override for every option (repeatable): scenario fields (prompt_len=2048), "
@@ -52,11 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    """Plan on every device asked for and print the answers (a table and why cheaper options fail, or JSON)."""
     import sys
 
     from perfmodel.cli.output import print_json, table
     from perfmodel.cli.predict_cmd import _set_pairs
-    from perfmodel.errors import SpecError
     from perfmodel.planner import Target, plan, plans_frame
 
     try:
@@ -67,9 +71,7 @@ def run_plan(args: argparse.Namespace) -> int:
             memory_budget_bytes=args.memory_budget_gb * 1e9 if args.memory_budget_gb is not None else None)
         plans = plan(args.model, args.scenario, target, hardware=args.hardware, tps=args.tp, batches=args.batch,
                      caches=args.cache, overrides=_set_pairs(args.set))
-    except SpecError:
-        raise
-    except ValueError as exc:
+    except ValueError as exc:  # bad targets, choices or --set values (spec errors name the field)
         print(f"perfmodel: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

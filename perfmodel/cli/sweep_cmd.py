@@ -32,6 +32,7 @@ SHOWN = ["hardware", "model", "scenario", "latency_s", "tokens_per_s", "time_per
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``perfmodel sweep``."""
     p = sub.add_parser("sweep", help="predict every point of a grid of hardware, models, scenarios and parameters",
                        description="Evaluate a grid (hardware variants × models × scenarios × parameter values) "
                                    "and write one row per point to Parquet.",
@@ -60,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sweep_cmd(args: argparse.Namespace) -> int:
+    """Run the sweep with a progress bar; write the table (and report resumed chunks) or print it."""
     import time
 
     from perfmodel.cli.output import print_json, table
@@ -89,9 +91,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         result = run_sweep(grid, args.output, engine=args.engine, chunk_size=args.chunk_size, use_dask=args.use_dask,
                            scheduler=args.scheduler, workers=args.workers, progress=progress,
                            keep_parts=args.keep_parts)
-    except ValueError as exc:
-        if isinstance(exc, SpecError):
-            raise
+    except (ValueError, OSError) as exc:  # bad grid values, engine missing, scheduler unreachable, disk errors
         print(f"perfmodel: error: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -117,7 +117,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     if args.json:
         print_json(df.to_dict(orient="records"))
         return 0
-    cols = ["point", *[c for c in SHOWN[:3]], *grid.parameters, *[c for c in SHOWN[3:]]]
+    cols = ["point", *[c for c in SHOWN[:3]], *grid.columns, *[c for c in SHOWN[3:]]]
     cols = list(dict.fromkeys(c for c in cols if c in df.columns))
     shown = df.head(args.top)
     print(table(shown[cols].astype(object).values.tolist(), cols))

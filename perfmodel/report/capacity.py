@@ -12,7 +12,7 @@ import pandas as pd
 
 from perfmodel.report import plots
 from perfmodel.report.context import Context, Device
-from perfmodel.report.document import Figure, Section, Table, fmt
+from perfmodel.report.document import Figure, Section, Table, fmt, wide
 from perfmodel.report.review import MethodEntry
 
 
@@ -76,7 +76,7 @@ def build(ctx: Context) -> Section:
     shown = frame[frame["largest batch"] > 0]
     fig = plots.lines(
         [plots.Panel("largest batch that fits", shown, "largest batch", "largest batch (sequences)"),
-         plots.Panel("tokens held at that batch", shown, "tokens held", "batch × (prompt + generated) (tokens)")],
+         plots.Panel("tokens held at that batch", shown, "tokens held", "tokens (batch × sequence)")],
         "prompt", "prompt length (tokens)", "method", ctx.method_styles, "device", ctx.device_linestyles)
     paragraphs = [
         f"Largest batch found by a bracketing search up to {fmt(cap.max_batch)} (a capped search is flagged in the table); "
@@ -93,5 +93,8 @@ def build(ctx: Context) -> Section:
     figure = Figure("capacity", "Largest batch that fits each device (left) and the tokens it holds (right) against "
                     "prompt length.", plots.to_png(fig, ctx.review.dpi))
     return Section("capacity", "Capacity", paragraphs, [figure],
-                   [Table("capacity_batch", "Largest batch that fits", frame),
+                   [Table("capacity_batch_summary", "Largest batch that fits, and the tokens it holds",
+                          wide(frame, ["device", "method"], "prompt", "prompt",
+                               {"largest batch": "batch", "tokens held": "tokens"})),
+                    Table("capacity_batch", "Every searched point", frame, shown=0),
                     Table("capacity_target", "Devices needed for the target load", target)])

@@ -88,3 +88,24 @@ def fmt(value: Any) -> str:
             return text.rstrip("0").rstrip(".") if "." in text else text
         return f"{x:.3e}"
     return str(value)
+
+
+def wide(frame: pd.DataFrame, keys: list[str], axis: str, axis_label: str, values: dict[str, str],
+         keep: pd.Series | None = None) -> pd.DataFrame:
+    """A long sweep table made short: one row per ``keys`` combination, one column per (value, swept point).
+
+    ``values`` maps a column of ``frame`` to its label in the headers ("latency (s)" → "latency (s), batch 4");
+    rows where ``keep`` is False are shown as missing (e.g. points that do not fit the device).
+    """
+    shown = frame if keep is None else frame[keep]
+    points = list(dict.fromkeys(frame[axis]))
+    out = []
+    for key, _ in frame.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        mine = shown[(shown[keys] == pd.Series(key, index=keys)).all(axis=1)].set_index(axis)
+        row = dict(zip(keys, key))
+        for col, label in values.items():
+            for point in points:
+                row[f"{label}, {axis_label} {fmt(point)}"] = mine[col].get(point, float("nan"))
+        out.append(row)
+    return pd.DataFrame(out)

@@ -53,8 +53,8 @@ tbody tr:nth-child(even) { background: var(--band); }
   figure, .table-block { break-inside: avoid; }
   figure img { max-height: 125mm; width: auto; border: 0; }
   .table-wrap { overflow: visible; }
-  table { font-size: 7pt; }
-  th, td { padding: 1px 4px; }
+  table { font-size: 6.5pt; }
+  th, td { padding: 1px 3px; }
   tbody tr:nth-child(even) { background: none; }
   a { color: inherit; text-decoration: none; }
 }

@@ -14,10 +14,11 @@ import pandas as pd
 
 from perfmodel.report import plots
 from perfmodel.report.context import Context, Device
-from perfmodel.report.document import Figure, Section, Table, fmt
+from perfmodel.report.document import Figure, Section, Table, fmt, wide
 from perfmodel.report.review import MethodEntry
 
 BLOCK_METHODS = ("block-dlm", "fast-dllm-prefix", "fast-dllm-dual")
+VALUES = {"latency (s)": "latency (s)", "tokens/s": "tokens/s"}
 
 
 def _row(ctx: Context, device: Device, method: MethodEntry, overrides: dict) -> dict:
@@ -31,20 +32,6 @@ def _row(ctx: Context, device: Device, method: MethodEntry, overrides: dict) -> 
 
 def _sweep(ctx: Context, key: str, values: list[int]) -> pd.DataFrame:
     return pd.DataFrame([_row(ctx, d, m, {key: v}) for d in ctx.devices for m in ctx.review.methods for v in values])
-
-
-def summary_table(frame: pd.DataFrame, axis: str, axis_label: str) -> pd.DataFrame:
-    """One row per (device, method): latency and throughput at each swept value (points that do not fit: dash)."""
-    fits = frame[frame.fits]
-    out = []
-    for (device, method), g in frame.groupby(["device", "method"], sort=False):
-        row = {"device": device, "method": method}
-        mine = fits[(fits.device == device) & (fits.method == method)].set_index(axis)
-        for col, label in (("latency (s)", "latency (s)"), ("tokens/s", "tokens/s")):
-            for value in g[axis]:
-                row[f"{label}, {axis_label} {fmt(value)}"] = mine[col].get(value, float("nan"))
-        out.append(row)
-    return pd.DataFrame(out)
 
 
 def _sweep_figure(ctx: Context, frame: pd.DataFrame, x: str, xlabel: str):
@@ -101,6 +88,10 @@ def _steps_part(ctx: Context) -> tuple[list[str], Figure | None, list[Table]]:
             if reference is None:
                 continue
             mine = pd.DataFrame([r for r in dev_rows if r["method"] == method.label])
+            if len(mine) < 2:
+                sentences.append(f"{method.label}: the steps sweep gives fewer than two distinct step counts, so "
+                                 f"there is no crossover to find.")
+                continue
             cross, intercept, slope = _crossover(mine["denoising steps"].to_numpy(float),
                                                  mine["latency (s)"].to_numpy(float), reference)
             cross_rows.append({"device": device.name, "method": method.label, "reference": arm.label,
@@ -136,7 +127,7 @@ def build(ctx: Context) -> Section:
     context = _sweep(ctx, "prompt_len", sweeps.context)
     figures = [
         Figure("methods-batch", "Latency and throughput against batch size (log-log); points that do not fit the "
-               "device's memory are left out (see the fits column of the table).",
+               "device's memory are left out (a dash in the table).",
                plots.to_png(_sweep_figure(ctx, batch, "batch", "batch (sequences)"), ctx.review.dpi)),
         Figure("methods-context", "Latency and throughput against prompt length (log-log); points that do not "
                "fit are left out.",
@@ -159,9 +150,9 @@ def build(ctx: Context) -> Section:
         paragraphs.append(f"At a {fmt(big)}-token prompt the lowest latency is {quick.method} on {quick.device}: "
                           f"{fmt(quick['latency (s)'])} s.")
     tables = [Table("methods_batch_summary", "Latency and throughput against batch size (dash: does not fit)",
-                    summary_table(batch, "batch", "batch")),
+                    wide(batch, ["device", "method"], "batch", "batch", VALUES, batch.fits)),
               Table("methods_context_summary", "Latency and throughput against prompt length (dash: does not fit)",
-                    summary_table(context, "prompt", "prompt")),
+                    wide(context, ["device", "method"], "prompt", "prompt", VALUES, context.fits)),
               Table("methods_batch", "Every point of the batch sweep", batch, shown=0),
               Table("methods_context", "Every point of the prompt-length sweep", context, shown=0), *steps_tables]
     return Section("methods", "ARM vs DLM vs block-wise diffusion", paragraphs, figures, tables)

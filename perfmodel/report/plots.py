@@ -92,8 +92,8 @@ def roofline(title: str, peak_flops: float, peak_label: str, roofs: list[Roof], 
         ax.plot(xs, np.minimum(peak_flops, roof.bandwidth * xs), color="0.25", linestyle=ls, linewidth=1.2,
                 label=f"{roof.label} roof ({roof.bandwidth / 1e12:.3g} TB/s), ridge {ridge:.3g} FLOP/B")
         ax.axvline(ridge, color="0.55", linestyle=ls, linewidth=0.8)
-        ax.annotate(f"{roof.label} ridge", (ridge, peak_flops), textcoords="offset points", xytext=(3, -12 - 10 * i),
-                    fontsize=7, color="0.3")
+        ax.annotate(f"{roof.label} ridge {ridge:.3g}", (ridge, 0.03), xycoords=("data", "axes fraction"),
+                    textcoords="offset points", xytext=(-9, 0), rotation=90, fontsize=7, color="0.3")
     ax.axhline(peak_flops, color="0.25", linewidth=0.6)
     ax.annotate(peak_label, (lo_x, peak_flops), textcoords="offset points", xytext=(3, 3), fontsize=7, color="0.3")
     for label, style in styles.items():
@@ -111,7 +111,8 @@ def roofline(title: str, peak_flops: float, peak_label: str, roofs: list[Roof], 
     ax.set_ylabel("achieved throughput (FLOP/s)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", color="0.9", linewidth=0.5)
-    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
+    # Nothing can sit above the roofs: the upper left corner is free for the legend.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.94), framealpha=0.9)
     return fig
 
 
@@ -134,7 +135,8 @@ def breakdown(per_step: pd.DataFrame, totals: pd.DataFrame) -> "Figure":
                           linewidth=0.5, hatch=HATCHES[i % len(HATCHES)], label=cls)
         left += vals
     axes["step"].set_xlabel("time per step (ms)")
-    axes["step"].legend(loc="lower right", fontsize=7, title="op class", title_fontsize=7, framealpha=0.95)
+    axes["step"].legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(per_step.columns), fontsize=7,
+                        frameon=False)
     for key, col, xlabel in (("latency", "latency_s", "end-to-end latency (s)"),
                              ("tokens", "tokens_per_s", "throughput (tokens/s)")):
         axes[key].barh(y, totals[col].to_numpy(dtype=float), color="0.75", edgecolor="black", linewidth=0.5)
@@ -196,6 +198,12 @@ def lines(panels: list[Panel], x: str, xlabel: str, series: str, styles: dict[st
             _ticks_at(ax, rows[x])
         if panel.logy:
             ax.set_yscale("log")
+        if panel.hlines:  # keep the reference lines in view
+            refs = [value for value, _, _ in panel.hlines]
+            lo, hi = ax.get_ylim()
+            pad = 1.25 if panel.logy else 1.05
+            ax.set_ylim(min(lo, min(refs) / pad), max(hi, max(refs) * pad))
+        if panel.logy:
             _tidy_log_y(ax)
         if panel.extra_x:
             lo, hi = ax.get_xlim()

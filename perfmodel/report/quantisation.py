@@ -10,7 +10,7 @@ import pandas as pd
 
 from perfmodel.report import plots
 from perfmodel.report.context import Context, Device
-from perfmodel.report.document import Figure, Section, Table, fmt
+from perfmodel.report.document import Figure, Section, Table, fmt, wide
 from perfmodel.report.measures import cache_bytes_per_token
 from perfmodel.report.style import series_styles
 
@@ -72,8 +72,8 @@ def build(ctx: Context) -> Section:
     q = ctx.review.quantisation
     frame, bits, base = _sweeps(ctx)
     at = q.at_context or max(q.context)
-    styles = series_styles([q.baseline, *q.scenarios])
-    bit_styles = {s: styles[s] for s in q.bits_scenarios if s in styles} or series_styles(q.bits_scenarios)
+    styles = series_styles([q.baseline, *q.scenarios, *q.bits_scenarios])
+    bit_styles = {s: styles[s] for s in q.bits_scenarios}
     first = ctx.devices[0].name
     base_mem = frame[(frame.scenario == q.baseline) & (frame.device == first)]["cache per token (kB)"].iloc[0]
     ls = ctx.device_linestyles
@@ -87,7 +87,7 @@ def build(ctx: Context) -> Section:
     fig_ctx = plots.lines(
         [plots.Panel(d.name, frame[frame.device == d.name], "step (ms)", "time per decode step (ms)")
          for d in ctx.devices],
-        "prompt", "prompt length (tokens)", "scenario", styles)
+        "prompt", "prompt length (tokens)", "scenario", {s: styles[s] for s in [q.baseline, *q.scenarios]})
     fig_speed = plots.lines(
         [plots.Panel("speedup over the full-precision cache", frame[frame.scenario != q.baseline],
                      "speedup vs baseline", f"step-time speedup over {q.baseline} (×)", logy=False,
@@ -108,6 +108,9 @@ def build(ctx: Context) -> Section:
                   *_pays(ctx, frame)]
     longest = frame[frame.prompt == max(q.context)]
     tables = [Table("quant_longest", f"At the longest prompt ({fmt(max(q.context))} tokens)", longest),
-              Table("quant_bits", f"Against bits at a {fmt(at)}-token prompt", bits),
+              Table("quant_bits_summary", f"Cache per token (kB) and decode step (ms) against bits at a {fmt(at)}-token "
+                    f"prompt", wide(bits, ["device", "scenario"], "bits", "bits",
+                                    {"cache per token (kB)": "kB/token", "step (ms)": "step ms"})),
+              Table("quant_bits", "Every point of the bits sweep", bits, shown=0),
               Table("quant_context", "Against prompt length", frame, shown=0)]
     return Section("quantisation", "XQuant and KV-cache quantisation", paragraphs, figures, tables)

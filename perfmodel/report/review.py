@@ -19,6 +19,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from perfmodel.errors import SpecError
 from perfmodel.specs.base import Spec, read_yaml, validate
+from perfmodel.specs.hardware import DType
 
 SECTIONS: tuple[str, ...] = ("roofline", "breakdown", "methods", "quantisation", "sparse", "capacity", "validation",
                              "assumptions")
@@ -61,7 +62,8 @@ class Quantisation(Spec):
     scenarios: list[str] = Field(["kv-int8", "kv-int4", "xquant", "xquant-cl"], min_length=1,
                                  description="quantised-cache scenarios")
     bits: list[PositiveInt] = Field([2, 3, 4, 8], min_length=1, description="kv_cache.bits values of the bits sweep")
-    bits_scenarios: list[str] = Field(["kv-int4", "xquant"], description="scenarios swept over kv_cache.bits")
+    bits_scenarios: list[str] = Field(["kv-int4", "xquant"], min_length=1,
+                                      description="scenarios swept over kv_cache.bits")
     context: list[PositiveInt] = Field([1024, 4096, 16384, 32768], min_length=1, description="prompt lengths (tokens)")
     at_context: PositiveInt | None = Field(None, description="prompt length of the bits sweep (default: longest context)")
     batch: PositiveInt = Field(8, description="batch of every point")
@@ -97,7 +99,7 @@ class Review(Spec):
     title: str = Field(description="report title")
     description: str = Field("", description="one paragraph shown under the title")
     engine: Literal["analytic", "event"] = Field("analytic", description="engine every prediction uses")
-    dtype: str = Field("bf16", description="dtype of the compute roof drawn on the roofline charts")
+    dtype: DType = Field("bf16", description="dtype of the compute roof drawn on the roofline charts")
     hardware: list[str | HardwareEntry] = Field(min_length=1, description="devices: names, paths or derived entries")
     methods: list[MethodEntry] = Field(min_length=1, description="compared configurations")
     sections: list[SectionName] = Field(list(SECTIONS), min_length=1, description="sections to build, in order")
@@ -107,7 +109,7 @@ class Review(Spec):
     capacity: Capacity = Field(default_factory=Capacity)
     validation: list[str] = Field(default_factory=list,
                                   description="measurement tables (CSV or Parquet), relative to the review file")
-    dpi: PositiveInt = Field(90, le=300, description="resolution of the PNG figures")
+    dpi: PositiveInt = Field(110, le=300, description="resolution of the PNG figures")
 
     @model_validator(mode="after")
     def _check(self) -> "Review":

@@ -10,7 +10,7 @@ import pandas as pd
 
 from perfmodel.report import plots
 from perfmodel.report.context import Context, Device
-from perfmodel.report.document import Figure, Section, Table, fmt
+from perfmodel.report.document import Figure, Section, Table, fmt, wide
 from perfmodel.report.measures import attention_per_step
 from perfmodel.report.style import series_styles
 
@@ -91,6 +91,13 @@ def build(ctx: Context) -> Section:
     ]
     paragraphs = [f"Model {sp.model}, batch {fmt(sp.batch)}. Attention here is every attention-class op of a step: "
                   f"exact attention, centroid lookup and attention, top-k and gathers.", *sentences]
-    tables = [Table("sparse_budget", f"Against token budget at a {fmt(at)}-token prompt", by_budget),
-              Table("sparse_context", f"Against prompt length at a {fmt(sp.at_budget)} budget", by_context_all)]
+    values = {"attention (ms/step)": "ms", BYTES: "MB"}
+    tables = [Table("sparse_budget_summary", f"Attention time (ms) and traffic (MB) per step against token budget at "
+                    f"a {fmt(at)}-token prompt", wide(by_budget, ["device", "scenario"], "token budget", "budget",
+                                                      values)),
+              Table("sparse_context_summary", f"Attention time (ms) and traffic (MB) per step against prompt length "
+                    f"at a {fmt(sp.at_budget)} budget (dense: every key)",
+                    wide(by_context_all, ["device", "scenario"], "prompt", "prompt", values)),
+              Table("sparse_budget", "Every point of the budget sweep", by_budget, shown=0),
+              Table("sparse_context", "Every point of the prompt-length sweep", by_context_all, shown=0)]
     return Section("sparse", "Sparse attention", paragraphs, figures, tables)

@@ -1,0 +1,118 @@
+"""`perfmodel calibrate` (a hardware YAML from microbenchmarks) and `perfmodel measure` (the measurement table)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "calibrate", help="measure microbenchmarks on this device and write a calibrated hardware YAML",
+        description="Run copies over growing working sets (bandwidth per memory level), large matmuls per dtype "
+                    "(attainable FLOP/s) and tiny ops (launch overhead) on the device, and write the base spec "
+                    "with its efficiency block measured. The raw microbenchmark table goes to a sidecar CSV "
+                    "(NAME.microbench.csv beside the YAML).")
+    c.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to measure (default cpu)")
+    c.add_argument("-o", "--output", required=True, metavar="YAML", help="hardware YAML to write")
+    c.add_argument("--base", help="spec with the nominal numbers: catalog name or YAML "
+                                  "(default cpu-generic for --device cpu; required for cuda, e.g. h100-sxm)")
+    c.add_argument("--name", help="name of the written spec (default: the output file's stem)")
+    c.add_argument("--sizes", choices=["full", "small"], default="full",
+                   help="full sweep (16 KiB to 1 GiB on a CPU, under a minute) or small (caches only, a few "
+                        "seconds, noisier: for tests and smoke runs)")
+    c.add_argument("--json", action="store_true", help="print the measured ceilings as JSON")
+    c.set_defaults(func=run_calibrate)
+
+    m = sub.add_parser(
+        "measure", help="time torch kernels over a shape sweep and write a measurement table",
+        description="Time F.linear (GEMM/GEMV), scaled_dot_product_attention, rms_norm and elementwise ops on "
+                    "the device over a suite of shapes; rows are appended to the table as they are measured, "
+                    "and a rerun skips the shapes already there. Each row's source records the device, torch "
+                    "version and input rotation (rot=N: the prediction's reuse footprint is N x op bytes).")
+    m.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to measure (default cpu)")
+    m.add_argument("--suite", choices=["tiny", "quick", "full"], default="quick",
+                   help="tiny (seconds), quick (1-2 minutes on a 2-core CPU, default) or full (10+ minutes)")
+    m.add_argument("-o", "--output", required=True, metavar="TABLE", help="measurement table: .parquet or .csv")
+    m.add_argument("--hardware", help="spec the rows are predicted with: catalog name or calibrated YAML "
+                                      "(default cpu-generic for --device cpu; required for cuda)")
+    m.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip shapes already in the table (default); --no-resume replaces the table")
+    m.add_argument("--rotate", type=int, default=4,
+                   help="input sets rotated when one call's bytes fit in the last-level cache (default 4)")
+    m.add_argument("--no-bf16", action="store_true", help="fp32 only, even where bf16 runs fast")
+    m.add_argument("--samples", type=int, default=5, help="timed samples per shape (default 5)")
+    m.add_argument("--target-ms", type=float, default=20.0, help="minimum length of one sample in ms (default 20)")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.add_argument("--json", action="store_true", help="print a JSON summary")
+    m.set_defaults(func=run_measure)
+
+
+def _device_error(exc: Exception) -> int:
+    print(f"perfmodel: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from perfmodel.cli.output import print_json, table
+    from perfmodel.validation import calibrate as cal
+    from perfmodel.validation.microbench import DeviceUnavailable
+
+    start = time.perf_counter()
+    try:
+        result = cal.calibrate(args.device, args.base, output=args.output, name=args.name,
+                               quick=args.sizes == "small")
+    except (DeviceUnavailable, ValueError) as exc:
+        return _device_error(exc)
+    yaml_path, csv_path = cal.write_calibration(result, args.output)
+    wall = time.perf_counter() - start
+    hw = result.hardware
+    eff = hw.efficiency
+    if args.json:
+        print_json({"hardware": str(yaml_path), "microbench": str(csv_path), "wall_s": wall,
+                    "bandwidth_bytes_per_s": result.bandwidth, "matmul_flops": result.flops,
+                    "launch_s": result.launch_s, "efficiency": eff.model_dump(mode="json")})
+        return 0
+    rows = [[lv, result.bandwidth[lv] / 1e9 if lv in result.bandwidth else None,
+             hw.memory[lv].bandwidth_bytes_per_s / 1e9, eff.memory_fraction(lv)] for lv in hw.memory]
+    print(table(rows, ["level", "measured_GB/s", "nominal_GB/s", "efficiency"]))
+    print()
+    rows = [[dt, rate / 1e9, hw.compute.peak_flops(dt, "vector" if dt == "fp32" else "tensor") / 1e9]
+            for dt, rate in result.flops.items()]
+    print(table(rows, ["matmul", "measured_GFLOP/s", "nominal_GFLOP/s"]))
+    print(f"\nefficiency: tensor {eff.tensor:.3f}, vector {eff.vector:.3f}, launch {eff.launch_s * 1e6:.2f} us, "
+          f"attention overhead {eff.attention_overhead_s * 1e6:.2f} us")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"wrote {yaml_path} and {csv_path} in {wall:.1f} s")
+    return 0
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    from perfmodel.cli.output import print_json
+    from perfmodel.validation import measure as ms
+    from perfmodel.validation import microbench as mb
+
+    start = time.perf_counter()
+    try:
+        mb.check_device(args.device)
+        if args.samples < 1 or args.target_ms <= 0:
+            raise ValueError(f"--samples {args.samples} --target-ms {args.target_ms}: expected >= 1 and > 0")
+        bf16 = not args.no_bf16 and mb.bf16_is_fast(args.device)
+        cases = ms.suite_cases(args.suite, bf16=bf16, device=args.device)
+        budget = mb.Budget(target_s=args.target_ms * 1e-3, samples=args.samples,
+                           warmup_s=min(0.01, args.target_ms * 1e-3))
+        result = ms.measure(cases, args.output, device=args.device, hardware=args.hardware, resume=args.resume,
+                            rotate=args.rotate, budget=budget, progress=not args.no_progress)
+    except (mb.DeviceUnavailable, ValueError) as exc:
+        return _device_error(exc)
+    wall = time.perf_counter() - start
+    summary = {"table": str(result.path), "timings": str(ms.timings_path(result.path)), "suite": args.suite,
+               "shapes": len(cases), "measured": result.measured, "skipped": result.skipped,
+               "rows_written": len(result.rows), "wall_s": wall}
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"{args.suite} suite on {args.device}: measured {result.measured} shapes ({len(result.rows)} rows), "
+          f"skipped {result.skipped} already in {result.path}, in {wall:.1f} s")
+    return 0

@@ -1,0 +1,289 @@
+"""Design-review reports: a small review built into a temporary folder, its files, its numbers, and the page as a
+headless browser renders it."""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from perfmodel.api import predict
+from perfmodel.errors import SpecError
+from perfmodel.report import SECTIONS, build_report, load_review
+from perfmodel.report import validation as report_validation
+from perfmodel.report.capacity import largest_batch
+from perfmodel.report.context import Context
+from perfmodel.report.document import fmt
+from perfmodel.report.methods import steps_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+REVIEW = """
+title: Small review
+description: ARM against diffusion on an H100 and a what-if H100 with twice the HBM bandwidth.
+hardware:
+  - h100-sxm
+  - name: h100-2x-hbm
+    base: h100-sxm
+    note: what-if device, HBM bandwidth doubled
+    set:
+      memory.hbm.bandwidth_bytes_per_s: 6.7e12
+methods:
+  - {label: ARM, model: llama-3.1-8b, scenario: arm}
+  - {label: DLM, model: llada-8b, scenario: dlm}
+  - {label: Block-wise DLM, model: llada-8b, scenario: block-dlm}
+sweeps: {batch: [1, 8], context: [512, 2048], steps: [32, 256]}
+quantisation:
+  scenarios: [kv-int4, xquant]
+  bits: [2, 4]
+  bits_scenarios: [xquant]
+  context: [1024, 4096]
+  batch: 4
+sparse:
+  scenarios: [squeezed-attention]
+  token_budget: [0.05, 0.2]
+  context: [4096, 16384]
+  batch: 2
+capacity: {context: [2048, 32768], max_batch: 1024, target_batch: 64, target_context: 8192}
+validation: [measurements.csv]
+dpi: 60
+"""
+
+MEASUREMENTS = """hardware,op,dtype,m,n,k,batch,q_len,kv_len,heads,kv_heads,head_dim,causal,measured_s,source
+h100-sxm,gemm,bf16,4096,4096,4096,,,,,,,,1.6e-4,test: hand-written
+h100-sxm,gemm,bf16,1,4096,4096,,,,,,,,1.4e-5,test: hand-written
+h100-sxm,gemm,bf16,512,14336,4096,,,,,,,,1.3e-4,test: hand-written
+h100-sxm,attention,bf16,,,,1,1,4096,32,8,128,true,1.5e-5,test: hand-written
+h100-sxm,attention,bf16,,,,8,1,8192,32,8,128,true,9.0e-5,test: hand-written
+h100-sxm,attention,bf16,,,,1,4096,4096,32,8,128,true,4.0e-4,test: hand-written
+"""
+
+
+@pytest.fixture(scope="module")
+def review_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("review")
+    (folder / "measurements.csv").write_text(MEASUREMENTS)
+    path = folder / "small.yaml"
+    path.write_text(REVIEW)
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(review_file, tmp_path_factory):
+    return build_report(review_file, tmp_path_factory.mktemp("out") / "report")
+
+
+# -- files and sections ----------------------------------------------------------------------------------------
+def test_writes_html_markdown_tables_and_figures(built):
+    out = built.out_dir
+    assert built.index_html.is_file() and built.report_md.is_file()
+    for section in built.sections:
+        for table in section.tables:
+            csv = out / table.csv_path
+            assert csv.is_file(), csv
+            assert len(pd.read_csv(csv)) == len(table.frame)
+        for fig in section.figures:
+            assert (out / fig.png_path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {p.name for p in (out / "tables").iterdir()} == {f"{t.name}.csv" for s in built.sections for t in s.tables}
+
+
+def test_every_section_is_present_in_both_documents(built):
+    html = built.index_html.read_text()
+    md = built.report_md.read_text()
+    assert [s.key for s in built.sections] == list(SECTIONS)
+    for i, section in enumerate(built.sections, 1):
+        assert f'<section id="{section.key}">' in html
+        assert f"## {i}. {section.title}" in md
+    # every section but the assumptions has a plot; the validation one because the review gives a table
+    assert all(s.figures for s in built.sections if s.key != "assumptions")
+    assert all(s.tables for s in built.sections)
+
+
+def test_html_is_self_contained(built):
+    html = built.index_html.read_text()
+    sources = re.findall(r'<img[^>]* src="([^"]*)"', html)
+    assert len(sources) == sum(len(s.figures) for s in built.sections)
+    assert all(src.startswith("data:image/png;base64,") for src in sources)
+    assert not re.search(r'(src|href)="https?:', html)
+    assert "<link" not in html and "@import" not in html
+    assert "@media print" in html
+
+
+def test_rebuild_removes_stale_files(review_file, tmp_path):
+    out = tmp_path / "report"
+    (out / "tables").mkdir(parents=True)
+    (out / "tables" / "old.csv").write_text("x\n1\n")
+    review = review_file.with_name("tiny.yaml")
+    review.write_text(REVIEW.replace("dpi: 60", "dpi: 60\nsections: [breakdown]"))
+    build_report(review, out)
+    assert sorted(p.name for p in (out / "tables").iterdir()) == ["breakdown.csv"]
+
+
+# -- numbers come from the predictions ---------------------------------------------------------------------------
+def test_markdown_numbers_match_the_prediction(built):
+    pred = predict("h100-sxm", "llama-3.1-8b", "arm")
+    md = built.report_md.read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| ARM | h100-sxm |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert fmt(pred["latency_s"] * 1e3) in cells
+    assert fmt(pred["tokens_per_s"]) in cells
+    assert fmt(pred["time_per_step_s"] * 1e3) in cells
+    table = pd.read_csv(built.out_dir / "tables" / "breakdown.csv")
+    arm = table[(table.method == "ARM") & (table.device == "h100-sxm")].iloc[0]
+    assert arm["latency (ms)"] == pytest.approx(pred["latency_s"] * 1e3, rel=1e-12)
+    classes = [c for c in table.columns if c.endswith("(ms)") and c.split(" (")[0] in
+               ("gemm", "attention", "norm/elementwise", "other")]
+    assert arm[classes].sum() == pytest.approx(arm["step (ms)"], rel=1e-9)
+
+
+def test_derived_device_is_predicted_with_its_overrides(built):
+    table = pd.read_csv(built.out_dir / "tables" / "roofline_ridges.csv")
+    hbm = table[table.level == "HBM"].set_index("device")
+    assert hbm.loc["h100-2x-hbm", "bandwidth (TB/s)"] == pytest.approx(6.7)
+    assert hbm.loc["h100-sxm", "bandwidth (TB/s)"] == pytest.approx(3.35)
+    arm = pd.read_csv(built.out_dir / "tables" / "breakdown.csv").set_index(["method", "device"])
+    assert arm.loc[("ARM", "h100-2x-hbm"), "step (ms)"] < arm.loc[("ARM", "h100-sxm"), "step (ms)"]
+
+
+def test_crossover_is_where_the_diffusion_latency_meets_arm(built):
+    cross = pd.read_csv(built.out_dir / "tables" / "methods_crossover.csv")
+    row = cross[(cross.device == "h100-sxm") & (cross.method == "DLM")].iloc[0]
+    steps = math.floor(row["crossover (steps)"])
+    below = predict("h100-sxm", "llada-8b", "dlm", {"steps": steps})["latency_s"]
+    above = predict("h100-sxm", "llada-8b", "dlm", {"steps": steps + 1})["latency_s"]
+    assert below <= row["reference latency (s)"] < above
+
+
+def test_steps_overrides_for_block_methods():
+    assert steps_overrides("dlm", 64, 256, 32) == ({"steps": 64}, 64)
+    assert steps_overrides("block-dlm", 64, 256, 32) == ({"steps_per_block": 8}, 64)
+    assert steps_overrides("fast-dllm-dual", 4, 256, 32) == ({"steps_per_block": 1}, 8)
+
+
+def test_largest_batch_fits_and_the_next_does_not(review_file):
+    review, base = load_review(review_file)
+    ctx = Context.from_review(review, base)
+    device, method = ctx.devices[0], review.methods[0]
+    batch = largest_batch(ctx, device, method, 32768, 1024)
+    assert batch >= 1
+    fits = lambda b: predict("h100-sxm", "llama-3.1-8b", "arm", {"batch": b, "prompt_len": 32768})["memory"]["fits"]
+    assert fits(batch) and not fits(batch + 1)
+    assert largest_batch(ctx, device, method, 512, 4) == 4  # the whole search range fits
+
+
+def test_validation_error_table_by_kind(built):
+    errors = pd.read_csv(built.out_dir / "tables" / "validation_errors.csv")
+    assert set(errors["op kind"]) == {"gemm", "attention"}
+    assert (errors.rows == 3).all()
+    rows = pd.read_csv(built.out_dir / "tables" / "validation_rows.csv")
+    ape = ((rows.predicted_s - rows.measured_s).abs() / rows.measured_s * 100)
+    gemm = errors.set_index("op kind").loc["gemm"]
+    assert gemm["median APE (%)"] == pytest.approx(ape[rows.op == "gemm"].median())
+
+
+def test_validation_without_the_validation_package(review_file, monkeypatch):
+    """The fallback predicts each row with predict_op and gives the same kinds and row counts."""
+    monkeypatch.setattr(report_validation, "_module", lambda name: None)
+    review, base = load_review(review_file)
+    section = report_validation.build(Context.from_review(review, base))
+    errors = section.tables[0].frame
+    assert set(errors["op kind"]) == {"gemm", "attention"} and (errors.rows == 3).all()
+    assert any("predict_op" in p for p in section.paragraphs)
+
+
+def test_fmt():
+    assert fmt(0.007375) == "0.007375"
+    assert fmt(135.234) == "135.2"
+    assert fmt(0.1) == "0.1"
+    assert fmt(32768.0) == "32768"
+    assert fmt(9.894e14) == "9.894e+14"
+    assert fmt(True) == "yes" and fmt(float("nan")) == "–"
+
+
+# -- review files ---------------------------------------------------------------------------------------------
+def test_review_errors_name_the_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(REVIEW.replace("sweeps:", "sweep:"))
+    with pytest.raises(SpecError, match="bad.yaml: field 'sweep'"):
+        load_review(bad)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(REVIEW.replace("label: DLM", "label: ARM"))
+    with pytest.raises(SpecError, match="method labels to be distinct"):
+        load_review(dup)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "reports").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_reviews_are_valid(path):
+    review, base = load_review(path)
+    Context.from_review(review, base)  # every device loads
+
+
+def test_cli_builds_a_report(review_file, tmp_path, capsys):
+    from perfmodel.cli.main import main
+
+    review = review_file.with_name("cli.yaml")
+    review.write_text(REVIEW.replace("dpi: 60", "dpi: 60\nsections: [breakdown, assumptions]"))
+    assert main(["report", str(review), "-o", str(tmp_path / "r"), "-q"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "index.html")
+    assert main(["report", str(tmp_path / "missing.yaml"), "-o", str(tmp_path / "r")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+# -- the page in a headless browser ------------------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed "
+                                    "(Debian: apt-get install -y chromium)")
+
+
+def _chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--hide-scrollbars", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args,
+           page.resolve().as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def render_check(page: Path, profile: Path) -> dict:
+    """Load a page headless and read back what its own check script wrote, plus console errors from stderr."""
+    run = _chromium(page, profile, "--dump-dom")
+    assert run.returncode == 0, run.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", run.stdout)
+    assert body, "no <body> in the dumped DOM"
+    attrs = dict(re.findall(r'data-([\w-]+)="([^"]*)"', body.group(1)))
+    broken = re.search(r'<div id="image-check" hidden="">(.*?)</div>', run.stdout, re.S)
+    console = [line for line in run.stderr.splitlines()
+               if "CONSOLE" in line and ("Uncaught" in line or "rror" in line)]
+    return {"images_ok": attrs.get("images-ok"), "images": int(attrs.get("images-checked", -1)),
+            "errors": int(attrs.get("errors", -1)), "broken": broken.group(1).split() if broken else [],
+            "console": console}
+
+
+@needs_chromium
+def test_page_renders_in_chromium_with_every_image(built, tmp_path):
+    check = render_check(built.index_html, tmp_path / "profile")
+    figures = sum(len(s.figures) for s in built.sections)
+    assert check == {"images_ok": "true", "images": figures, "errors": 0, "broken": [], "console": []}
+    shot = tmp_path / "shot.png"
+    run = _chromium(built.index_html, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1200,3000")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    shutil.copy(shot, built.out_dir / "screenshot.png")  # beside the report, for a person to look at
+
+
+@needs_chromium
+def test_broken_image_and_script_error_are_caught(built, tmp_path):
+    html = built.index_html.read_text()
+    first = re.search(r'<img id="([^"]+)" src="data:image/png;base64,([^"]+)"', html)
+    broken = built.out_dir / "broken.html"
+    broken.write_text(html.replace(first.group(2), "AAAAbroken", 1))
+    check = render_check(broken, tmp_path / "profile")
+    assert check["images_ok"] == "false" and check["broken"] == [first.group(1)]
+    failing = built.out_dir / "failing.html"
+    failing.write_text(html.replace("</main>", "<script>notDefinedAnywhere();</script></main>"))
+    check = render_check(failing, tmp_path / "profile")
+    assert check["images_ok"] == "true" and check["errors"] == 1
+    assert any("notDefinedAnywhere" in line for line in check["console"])
