@@ -42,8 +42,13 @@ def test_tiny_suite_writes_the_table_layout(tmp_path, capsys):
     attn = df[df.op == "attention"]
     assert attn.causal.notna().all() and attn.head_dim.notna().all()
     # the rotation of every row is in its source, and compare reads it back
-    for source in df.source:
-        assert reuse_factor(source, "gemm") in (1.0, float(ms.DEFAULT_ROTATION))
+    from perfmodel.specs.hardware import load_hardware
+
+    caps = ms.cache_capacities(load_hardware("cpu-generic"))
+    for r in df.itertuples():
+        case = ms.Case.make(r.op, r.dtype, r.variant,
+                            **{key: getattr(r, key) for key in ms.SHAPE_KEYS if not _na(getattr(r, key))})
+        assert reuse_factor(r.source, r.op) == ms.rotation_for(case, caps)
     timings = ms.timings_path(out)
     assert timings.is_file() and len(timings.read_text().splitlines()) == len(df) + 1
 
@@ -79,17 +84,23 @@ def _na(v) -> bool:
     return v is None or v is __import__("pandas").NA or (isinstance(v, float) and math.isnan(v))
 
 
-def test_rotation_follows_the_last_level_cache():
+def test_rotation_keeps_footprints_clear_of_cache_edges():
     from perfmodel.specs.hardware import load_hardware
 
     hw = load_hardware("cpu-generic")
-    cache = ms.last_cache_bytes(hw)
-    assert cache == hw.level_capacity_bytes("l3")
+    caps = ms.cache_capacities(hw)
+    assert caps == [hw.level_capacity_bytes(n) for n in ("l1", "l2", "l3")]
     small = ms.Case.make("gemm", "fp32", m=1, n=256, k=256)
     big = ms.Case.make("gemm", "fp32", m=1, n=8192, k=8192)
-    assert ms.rotation_for(small, cache) == ms.DEFAULT_ROTATION
-    assert ms.rotation_for(big, cache) == 1
+    assert ms.rotation_for(small, caps) == ms.DEFAULT_ROTATION
+    assert ms.rotation_for(big, caps) == 1
     assert small.op_bytes() == pytest.approx(4 * (256 + 256 * 256 + 256))
+    for n in (64, 96, 128, 512, 1024, 2048, 2900, 4096):
+        case = ms.Case.make("elementwise", "fp32", "add", m=n, n=n)
+        rot = ms.rotation_for(case, caps)
+        footprint = rot * case.op_bytes()
+        assert rot >= (ms.DEFAULT_ROTATION if case.op_bytes() <= caps[-1] else 1)
+        assert not any(c < footprint <= 2 * c for c in caps), (n, rot, footprint)
     calls = ms.build_calls(small, "cpu", 3)
     assert len(calls) == 3 and tuple(calls[0]().shape) == (1, 256)
 
@@ -106,8 +117,8 @@ def test_source_and_hardware_label(tmp_path):
 def test_suites_are_known_shapes():
     quick = ms.suite_cases("quick", bf16=True)
     assert len({c.key("x") for c in quick}) == len(quick)
-    gemv = [c.dims for c in quick if c.op == "gemm" and c.dims["m"] == 1 and c.dtype == "fp32"]
-    assert min(d["n"] for d in gemv) == 256 and max(d["n"] for d in gemv) == 8192
+    gemv = [c.dims["n"] for c in quick if c.op == "gemm" and c.dims["m"] == 1 and c.dims["n"] == c.dims["k"]]
+    assert min(gemv) == 256 and max(gemv) == 8192
     kv = [c.dims["kv_len"] for c in quick if c.op == "attention" and c.dims["q_len"] == 1]
     assert min(kv) == 128 and max(kv) == 32768
     assert {c.dtype for c in quick if c.op == "attention"} == {"fp32"}

@@ -21,7 +21,8 @@ launch``, so the bandwidth wanted is the marginal one: ``bytes / (t − t₀)`` 
 copy (the copy's own fixed cost). A size counts for a level when its working set fits the level (one unit's
 share for a per-core level: small copies run on one thread) and exceeds twice the total capacity of the nearer
 level (so the nearer level does not serve it); sizes whose data time ``t − t₀`` is under a quarter of ``t`` are
-too overhead-dominated to use. A level's ceiling is the best over its sizes; a nearer level is never slower than
+too overhead-dominated to use. A cache level's ceiling is the best over its sizes; main memory's is the largest
+working set's (the one the caches help least: a streamed weight matrix); a nearer level is never slower than
 a farther one (its ceiling is raised to the farther one's where a measurement says otherwise: that only happens
 when overhead hides the nearer level's speed). Each ceiling is written as ``efficiency.memory.<level>`` =
 measured / nominal; where the measurement beats the nominal peak, the nominal is raised to the measurement and
@@ -150,6 +151,11 @@ def bandwidth_ceilings(hw: Hardware, table: pd.DataFrame) -> tuple[dict[str, flo
     for name in cache_level_names(hw):
         sizes = copies[copies.used_for == name]
         if sizes.empty:
+            continue
+        if name == hw.main_memory:
+            # Streaming from main memory: the largest working set, the one the caches help least.
+            big = sizes.loc[sizes.size_bytes.idxmax()]
+            measured[name] = float(big.size_bytes / max(big.seconds - t0, MIN_DATA_SHARE * big.seconds))
             continue
         t = sizes.seconds.to_numpy()
         data = t - t0

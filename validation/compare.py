@@ -109,10 +109,13 @@ def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, e
         hw = cache[hw_key]
         row = row_ops(df)
         op = row[0]
-        times = timer(row, hw)
         res = df.copy()
-        res["predicted_s"] = np.asarray(times.time, dtype=float).reshape(len(row), -1).sum(axis=0)
-        res["bound"] = np.asarray(times.bound, dtype=object).reshape(len(row), -1)[0]
+        if engine == "analytic":
+            times = timer(row, hw)
+            res["predicted_s"] = np.asarray(times.time, dtype=float).reshape(len(row), -1).sum(axis=0)
+            res["bound"] = np.asarray(times.bound, dtype=object).reshape(len(row), -1)[0]
+        else:  # the event engine simulates one point at a time
+            res["predicted_s"], res["bound"] = _one_by_one(row, hw, timer, len(df))
         res["flops"] = np.broadcast_to(np.asarray(op.flops, dtype=float), (len(df),))
         res["bytes"] = np.broadcast_to(np.asarray(op.bytes, dtype=float), (len(df),))
         res["predicted_hardware"] = hw.name
@@ -120,6 +123,29 @@ def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, e
     res = pd.concat(out).sort_index() if out else table.assign(predicted_s=[], bound=[])
     res["ape_pct"] = (res.predicted_s / res.measured_s - 1).abs() * 100
     return res
+
+
+def _scalar_op(op: Op, i: int) -> Op:
+    """Row ``i`` of a vectorised op as a scalar op."""
+    def pick(v):
+        arr = np.asarray(v)
+        return arr.reshape(-1)[i].item() if arr.ndim and arr.size > 1 else (arr.item() if arr.ndim else v)
+    shape = {k: pick(v) if not isinstance(v, str) else v for k, v in op.shape.items()}
+    return Op(op.name, op.kind, op.phase, shape, op.dtype, pick(op.flops), pick(op.read_bytes),
+              pick(op.write_bytes), pick(op.l2_bytes), 1, op.unit, pick(op.reuse_bytes), pick(op.vector_flops))
+
+
+def _one_by_one(row: list[Op], hw: Hardware, timer, n: int) -> tuple[np.ndarray, np.ndarray]:
+    from tqdm import tqdm
+
+    times = np.zeros(n)
+    bounds = np.empty(n, dtype=object)
+    for i in tqdm(range(n), desc=f"event engine, {row[0].kind} on {hw.name}", unit="row", leave=False,
+                  disable=n < 200):
+        t = timer([_scalar_op(op, i) for op in row], hw)
+        times[i] = float(np.sum(t.time))
+        bounds[i] = str(np.asarray(t.bound).reshape(-1)[0])
+    return times, bounds
 
 
 @dataclass(frozen=True)

@@ -23,17 +23,18 @@ summed kernel time per call (launch gaps excluded) in a second row whose ``sourc
 **Rotation and the ``source`` convention.** When one call's bytes (the minimal bytes of the op as
 :mod:`perfmodel.ops` counts them, the same formula the prediction uses) fit in the device's last-level cache,
 the runner rotates among ``rot`` (default 4) independent sets of the op's tensors, inputs and (where the op
-takes an ``out=``) outputs, so that call i uses set i mod rot; otherwise ``rot`` = 1. The reuse footprint of a
-row is therefore ``rot × op bytes``, and the prediction must use ``Op.reuse_bytes = rot × op.bytes``. Every row's
-``source`` reads::
+takes an ``out=``) outputs, so that call i uses set i mod rot; otherwise ``rot`` = 1. ``rot`` is then raised
+until the footprint is clear of every cache level (not within (C, 2C] of a level of capacity C, where the level
+would still serve part of it), so that one level serves each row. The reuse footprint of a row is therefore
+``rot × op bytes``, and the prediction must use ``Op.reuse_bytes = rot × op.bytes``. Every row's ``source``
+reads::
 
     perfmodel-measure:<device>:<device name>:torch=<version>[:threads=<n>]:rot=<rot>[:profiler]
 
 e.g. ``perfmodel-measure:cpu:AMD EPYC:torch=2.13.0+cpu:threads=2:rot=4``; the comparison parses ``rot=N``
 (:func:`perfmodel.validation.compare.reuse_factor`). Ops whose functional form allocates its output (linear,
-attention, rms_norm) reuse the allocator's freed block, so their outputs are not rotated: the footprint is then
-slightly below ``rot × op bytes`` (by (rot − 1) outputs), which does not change the serving level of the shapes
-swept here.
+attention, rms_norm, and silu_mul's temporary) get it from the allocator, which hands back the block freed by the
+previous call, so their outputs are not rotated: their footprint is (rot − 1) outputs below ``rot × op bytes``.
 
 The ``hardware`` column holds the spec the rows are to be predicted with, as given by ``hardware=``: a catalog
 name as is, a YAML path made absolute (so that ``perfmodel validate`` loads the calibrated file itself).
@@ -133,52 +134,56 @@ def _pointwise(dtype: str, tokens: Sequence[int], widths: Sequence[int]) -> list
 
 
 def suite_cases(suite: str, *, bf16: bool = False, device: str = "cpu") -> list[Case]:
-    """The shapes of a suite. ``bf16`` adds bf16 GEMMs (and, on CUDA, bf16 attention and pointwise ops).
+    """The shapes of a suite. ``bf16`` adds bf16 GEMMs and pointwise ops (and, on CUDA, bf16 attention).
 
     - ``tiny``: a handful of small shapes of every kind (seconds; for tests).
-    - ``quick``: GEMV n = k = 256…8192, GEMMs m ∈ {16, 64, 256, 1024} × n = k ∈ {1024, 4096}, decode attention
-      kv_len 128…32768 (GQA 32/8 heads, one MHA and one batch-4 point), causal prefill 128…2048, norm and
-      elementwise at m ∈ {1, 64, 1024} × 4096 (a minute or two on a 2-core CPU).
-    - ``full``: GEMV over every n, k ∈ {256…8192}; GEMMs m ∈ {1, 4, 16, 64, 256, 1024} × n, k ∈ {512…4096} and
-      the MLP shapes 14336×4096 / 4096×14336; decode kv_len 128…32768 at batch 1 and 4, GQA and MHA; prefill
-      128…2048; pointwise ops at m ∈ {1, 16, 64, 256, 1024, 4096} × {4096, 14336} (ten minutes or more).
+    - ``quick`` (about a minute on an idle 2-core CPU): GEMV n = k = 256…8192 and the MLP shapes
+      14336×4096 / 4096×14336; GEMMs m ∈ {4, 16, 64, 256, 1024} × n = k ∈ {1024, 4096}; decode attention
+      (32 query heads, head_dim 128) over kv_len 128…32768 with 8 KV heads, plus MHA and batch-4 points; causal
+      prefill 128…2048; rmsnorm, add and silu_mul at m ∈ {1, 16, 256, 4096} × n ∈ {4096, 14336}.
+    - ``full`` (ten minutes or more): GEMV over every n, k ∈ {256…8192}; GEMMs m ∈ {4, 16, 64, 256, 1024} ×
+      n, k ∈ {512…4096} and the MLP shapes at m ∈ {1, 16, 256, 1024}; decode kv_len 128…32768 at batch 1 and 4,
+      GQA and MHA; prefill 128…2048; pointwise ops at m ∈ {1, 16, 64, 256, 1024, 4096} × {4096, 14336}.
     """
     if suite not in SUITES:
         raise ValueError(f"suite {suite!r}: expected one of {', '.join(SUITES)}")
-    gemm_dtypes = ["fp32"] + (["bf16"] if bf16 else [])
-    other_dtypes = ["fp32"] + (["bf16"] if bf16 and device == "cuda" else [])
+    low = ["fp32"] + (["bf16"] if bf16 else [])
+    attn_dtypes = ["fp32"] + (["bf16"] if bf16 and device == "cuda" else [])
+    mlp = ((14336, 4096), (4096, 14336))
     cases: list[Case] = []
     if suite == "tiny":
-        for dt in gemm_dtypes:
+        for dt in low:
             cases += _gemms(dt, [(1, 64, 64), (8, 128, 64)])
         cases += [_attn("fp32", 1, 1, 64, 4, 2, 32), _attn("fp32", 1, 16, 16, 2, 2, 32)]
-        cases += [Case.make("norm", "fp32", "rmsnorm", m=2, n=64),
-                  Case.make("elementwise", "fp32", "add", m=2, n=64),
-                  Case.make("elementwise", "fp32", "silu_mul", m=2, n=64)]
+        cases += _pointwise("fp32", (2,), (64,))
         return cases
     if suite == "quick":
-        gemv = [(1, s, s) for s in (256, 512, 1024, 2048, 4096, 8192)]
-        gemm = [(m, s, s) for m in (16, 64, 256, 1024) for s in (1024, 4096)]
-        for dt in gemm_dtypes:
+        gemv = [(1, s, s) for s in (256, 512, 1024, 2048, 4096, 8192)] + [(1, n, k) for n, k in mlp]
+        gemm = [(m, s, s) for m in (4, 16, 64, 256, 1024) for s in (1024, 4096)]
+        gemm += [(m, n, k) for m in (16, 256) for n, k in mlp]
+        for dt in low:
             cases += _gemms(dt, gemv + gemm)
-        for dt in other_dtypes:
+        for dt in attn_dtypes:
             cases += [_attn(dt, 1, 1, kv, 32, 8) for kv in (128, 512, 2048, 8192, 32768)]
-            cases += [_attn(dt, 1, 1, 2048, 32, 32), _attn(dt, 4, 1, 2048, 32, 8)]
-            cases += [_attn(dt, 1, s, s, 32, 8) for s in (128, 512, 2048)]
-            cases += _pointwise(dt, (1, 64, 1024), (4096,))
+            cases += [_attn(dt, 1, 1, kv, 32, 32) for kv in (512, 4096)]
+            cases += [_attn(dt, 4, 1, kv, 32, 8) for kv in (512, 4096)]
+            cases += [_attn(dt, 1, s, s, 32, 8) for s in (128, 512, 1024, 2048)]
+        for dt in low:
+            cases += _pointwise(dt, (1, 16, 256, 4096), (4096, 14336))
         return cases
     sizes = (256, 512, 1024, 2048, 4096, 8192)
     gemv = [(1, n, k) for n in sizes for k in sizes]
     mid = (512, 1024, 2048, 4096)
     gemm = [(m, n, k) for m in (4, 16, 64, 256, 1024) for n in mid for k in mid]
-    gemm += [(m, n, k) for m in (1, 16, 256, 1024) for n, k in ((14336, 4096), (4096, 14336))]
-    for dt in gemm_dtypes:
+    gemm += [(m, n, k) for m in (1, 16, 256, 1024) for n, k in mlp]
+    for dt in low:
         cases += _gemms(dt, gemv + gemm)
-    for dt in other_dtypes:
+    for dt in attn_dtypes:
         for batch in (1, 4):
             for heads, kv_heads in ((32, 8), (32, 32)):
                 cases += [_attn(dt, batch, 1, 128 * 2 ** i, heads, kv_heads) for i in range(9)]
         cases += [_attn(dt, 1, s, s, 32, 8) for s in (128, 256, 512, 1024, 2048)]
+    for dt in low:
         cases += _pointwise(dt, (1, 16, 64, 256, 1024, 4096), (4096, 14336))
     return cases
 
@@ -226,15 +231,25 @@ def build_calls(case: Case, device: str, rot: int) -> list[mb.Call]:
     return calls
 
 
-def last_cache_bytes(hw: Hardware) -> float:
-    """Total capacity of the farthest cache before main memory (the engine's view: no GPU scratchpad)."""
+def cache_capacities(hw: Hardware) -> list[float]:
+    """Total capacities of the caches between kernels, nearest first (the engine's view: no GPU scratchpad)."""
     names = [n for n, lvl in hw.memory.items() if not (hw.kind == "gpu" and lvl.per_unit)]
-    return hw.level_capacity_bytes(names[-2]) if len(names) >= 2 else 0.0
+    return [hw.level_capacity_bytes(n) for n in names[:-1]]
 
 
-def rotation_for(case: Case, cache_bytes: float, rotate: int = DEFAULT_ROTATION) -> int:
-    """``rotate`` when one call's bytes fit in the last-level cache, else 1 (see the module docstring)."""
-    return rotate if case.op_bytes() <= cache_bytes else 1
+def rotation_for(case: Case, capacities: Sequence[float], rotate: int = DEFAULT_ROTATION, max_rot: int = 64) -> int:
+    """Input sets to rotate among (see the module docstring).
+
+    ``rotate`` when one call's bytes fit in the last-level cache, else 1; then raised until the footprint
+    rot × bytes is clear of every cache: not in (C, 2C] for a level of capacity C, where that level would still
+    serve part of it (the rule calibration uses for clean copy sizes).
+    """
+    b = case.op_bytes()
+    llc = capacities[-1] if capacities else 0.0
+    rot = rotate if b <= llc else 1
+    while rot < max_rot and any(c < rot * b <= 2 * c for c in capacities):
+        rot += 1
+    return rot
 
 
 def source_string(device: str, rot: int, *, profiler: bool = False) -> str:
@@ -327,7 +342,7 @@ def measure(cases: Sequence[Case], output: str | Path, *, device: str = "cpu", h
     """Measure ``cases`` on ``device`` and append one row per case (two on CUDA) to the table at ``output``.
 
     ``hardware`` (default ``cpu-generic`` on the CPU; required on CUDA) is the spec the rows belong to: it sets
-    the ``hardware`` column and, through its last-level cache, which shapes rotate their inputs. With ``resume``
+    the ``hardware`` column and, through its cache capacities, how many input sets each shape rotates. With ``resume``
     (the default) shapes already in the table for that hardware are skipped; without it the table is replaced.
     ``progress`` shows a tqdm bar on stderr. Raises :class:`microbench.DeviceUnavailable` for an absent device.
     """
@@ -354,13 +369,13 @@ def measure(cases: Sequence[Case], output: str | Path, *, device: str = "cpu", h
     done = existing_keys(path) if resume else set()
     todo = [c for c in cases if c.key(label) not in done]
     result = MeasureResult(path, skipped=len(cases) - len(todo))
-    cache = last_cache_bytes(hw)
+    capacities = cache_capacities(hw)
     timer = mb.timer_for(device)
     bar = tqdm(todo, desc=f"measure {device}", unit="shape", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
     for case in bar:
         bar.set_postfix_str(case.label(), refresh=False)
-        rot = rotation_for(case, cache, rotate)
+        rot = rotation_for(case, capacities, rotate)
         calls = build_calls(case, device, rot)
         t = timer(calls, budget)
         rows = [(table_row(case, label, t.median_s, source_string(device, rot)), t)]

@@ -350,7 +350,8 @@ def tiny_op_times(device: str, budget: Budget = DEFAULT_BUDGET) -> dict[str, Tim
     - ``add``: ``torch.add(x, y, out=z)`` — the empty-kernel launch (``efficiency.launch_s``);
     - ``copy``: ``dst.copy_(src)`` — the fixed part of the copy microbenchmark, subtracted from its timings
       (timed like the copies: kernel time on CUDA);
-    - ``attention``: ``scaled_dot_product_attention`` over one query and one key of width 8.
+    - ``attention``: ``scaled_dot_product_attention`` over one query and one key of width 8 (fp32 on a CPU; bf16
+      on CUDA, where fp32 falls back to a slower non-flash kernel that GPU models do not run).
     """
     import torch
     import torch.nn.functional as F
@@ -358,7 +359,7 @@ def tiny_op_times(device: str, budget: Budget = DEFAULT_BUDGET) -> dict[str, Tim
     timer = timer_for(device)
     x, y = random_tensor((1,), "fp32", device), random_tensor((1,), "fp32", device)
     z = torch.empty_like(x)
-    q = random_tensor((1, 1, 1, 8), "fp32", device)
+    q = random_tensor((1, 1, 1, 8), "bf16" if device == "cuda" else "fp32", device)
     return {
         "add": timer([lambda: torch.add(x, y, out=z)], budget),
         "copy": kernel_timer_for(device)([lambda: z.copy_(x)], budget),

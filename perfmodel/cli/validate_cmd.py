@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--engine", choices=["analytic", "event"], default="analytic", help="timing engine")
     v.add_argument("--exclude-calibration", action="store_true",
                    help="leave out the rows of the named calibration subsets (validation/fit.py)")
+    v.add_argument("--sample", type=int, metavar="N",
+                   help="predict a seeded random sample of N rows (useful with the slower event engine)")
     v.add_argument("--out", metavar="DIR", help="write predictions.csv, errors.json, worst.csv and scatter.png here")
     v.add_argument("--worst", type=int, default=10, help="worst rows shown (default 10)")
     v.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -51,6 +53,8 @@ def run_validate(args: argparse.Namespace) -> int:
         return 2
     if args.exclude_calibration:
         data = data[~calibration_mask(data)]
+    if args.sample and args.sample < len(data):
+        data = data.sample(n=args.sample, random_state=0)
     pred = compare.predict_table(data, args.hardware, args.engine)
     errors = compare.summarize_errors(pred)
     errors["engine"] = args.engine
