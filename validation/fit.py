@@ -14,11 +14,17 @@ reported on every other row:
 - ``attn_decode_wide``: decode attention with kv_len ≤ 16 and batch·kv_heads ≥ 4096 tiles — the serial time of
   one decode tile (nothing to stream, only many tiles to schedule).
 
+A CPU measured by ``perfmodel measure`` is fit the same way on its own subsets: ``cpu_matmul_large`` (m, n,
+k ≥ 1024: compute), ``cpu_gemv_stream`` (m = 1, n·k ≥ 2²⁴: streaming from DRAM), ``cpu_tiny`` (1-row ops on
+≤ 4096 columns: the fixed cost) and ``cpu_attn_decode_short`` (decode attention over ≤ 128 keys).
+
 The fit minimises the squared log error of the analytic engine on the union of the subsets (scipy
 ``least_squares``, bounded), which weights every row equally whatever its duration.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -38,59 +44,134 @@ SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     & (t.batch.astype(float) * t.kv_heads >= 4096),
 }
 
-PARAMS = ("tensor", "l2", "hbm", "launch_s", "attention_overhead_s", "attention_tile_s",
-          "prefill_attention_overhead_s")
+# A CPU's calibration subsets, from perfmodel's own measurement runner (``perfmodel measure --device cpu``).
+CPU_SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
+    "cpu_matmul_large": lambda t: (t.op == "gemm") & (t.m >= 1024) & (t.n >= 1024) & (t.k >= 1024),
+    "cpu_gemv_stream": lambda t: (t.op == "gemm") & (t.m == 1) & (t.n.astype(float) * t.k >= 2**24),
+    "cpu_tiny": lambda t: (t.op.isin(["gemm", "elementwise"])) & (t.m == 1) & (t.n <= 4096)
+    & (t.k.isna() | (t.k <= 256)),
+    "cpu_attn_decode_short": lambda t: (t.op == "attention") & (t.q_len == 1) & (t.kv_len <= 128),
+}
 
 
-def calibration_mask(table: pd.DataFrame, subsets: tuple[str, ...] = tuple(SUBSETS)) -> pd.Series:
-    """Rows that belong to the named calibration subsets."""
+@dataclass(frozen=True)
+class Param:
+    """One fitted number of the efficiency block: how to read it, write it, and its bounds."""
+
+    name: str
+    get: Callable[[Hardware], float]
+    set: Callable[[Hardware, dict, float], None]
+    low: float
+    high: float
+    scale: float
+
+
+def _cache_levels(hw: Hardware) -> list[str]:
+    return [lv for lv in hw.memory if not (hw.kind == "gpu" and hw.memory[lv].per_unit)]
+
+
+def _eff(field: str, low: float, high: float, scale: float, default: Callable[[Hardware], float] | None = None) -> Param:
+    def get(hw: Hardware) -> float:
+        value = getattr(hw.efficiency, field)
+        if value is None and default is not None:
+            return default(hw)
+        return max(float(value), 1e-7) if high < 1 else float(value)
+
+    def put(hw: Hardware, upd: dict, v: float) -> None:
+        upd[field] = v
+
+    return Param(field, get, put, low, high, scale)
+
+
+def _mem(name: str, levels: Callable[[Hardware], list[str]]) -> Param:
+    def get(hw: Hardware) -> float:
+        return hw.efficiency.memory_fraction(levels(hw)[0])
+
+    def put(hw: Hardware, upd: dict, v: float) -> None:
+        mem = dict(upd.get("memory", hw.efficiency.memory))
+        for lv in levels(hw):
+            mem[lv] = v
+        upd["memory"] = mem
+
+    return Param(name, get, put, 0.05, 1.0, 0.1)
+
+
+GPU_PARAMS = (
+    _eff("tensor", 0.2, 1.0, 0.1),
+    _mem("l2", lambda hw: _cache_levels(hw)[:1]),
+    _mem("hbm", lambda hw: [hw.main_memory]),
+    _eff("launch_s", 0.0, 50e-6, 1e-6),
+    _eff("attention_overhead_s", 0.0, 50e-6, 1e-6),
+    _eff("attention_tile_s", 0.0, 50e-6, 1e-6, default=lambda hw: 4 * (hw.memory[hw.main_memory].latency_s or 5e-7)),
+    _eff("prefill_attention_overhead_s", 0.0, 50e-6, 1e-6),
+)
+CPU_PARAMS = (
+    _eff("tensor", 0.05, 1.0, 0.1),
+    _eff("vector", 0.05, 1.0, 0.1),
+    _mem("memory", lambda hw: list(hw.memory)),
+    _eff("launch_s", 0.0, 50e-6, 1e-6),
+    _eff("attention_overhead_s", 0.0, 500e-6, 1e-6),
+)
+PARAMS = tuple(p.name for p in GPU_PARAMS)
+
+
+def subsets_for(hw: Hardware) -> dict[str, Callable[[pd.DataFrame], pd.Series]]:
+    return CPU_SUBSETS if hw.kind == "cpu" else SUBSETS
+
+
+def calibration_mask(table: pd.DataFrame, subsets: dict[str, Callable[[pd.DataFrame], pd.Series]] | None = None,
+                     ) -> pd.Series:
+    """Rows that belong to the named calibration subsets (the GPU ones and the CPU ones unless given)."""
     mask = pd.Series(False, index=table.index)
-    for name in subsets:
-        mask |= SUBSETS[name](table).fillna(False).astype(bool)
+    for fn in (subsets or {**SUBSETS, **CPU_SUBSETS}).values():
+        mask |= fn(table).fillna(False).astype(bool)
     return mask
 
 
-def _with_efficiency(hw: Hardware, x: np.ndarray, note: str) -> Hardware:
-    tensor, l2, hbm, launch, attn, tile, prefill = (float(v) for v in x)
-    mem = dict(hw.efficiency.memory)
-    levels = list(hw.memory)
-    cache = [lv for lv in levels if not (hw.kind == "gpu" and hw.memory[lv].per_unit)]
-    mem[cache[0]] = l2
-    mem[hw.main_memory] = hbm
-    eff = hw.efficiency.model_copy(update={"tensor": tensor, "memory": mem, "launch_s": launch, "attention_overhead_s": attn,
-                                          "attention_tile_s": tile, "prefill_attention_overhead_s": prefill,
-                                          "note": note})
-    return hw.model_copy(update={"efficiency": eff})
+def _with_efficiency(hw: Hardware, params, x: np.ndarray, note: str) -> Hardware:
+    upd: dict[str, Any] = {"note": note}
+    for p, v in zip(params, x):
+        p.set(hw, upd, float(v))
+    return hw.model_copy(update={"efficiency": hw.efficiency.model_copy(update=upd)})
+
+
+def _rows_of(table: pd.DataFrame, hw: Hardware, given: str | Hardware) -> pd.DataFrame:
+    names = {hw.name}
+    if isinstance(given, str):
+        names |= {given, str(Path(given).resolve())}
+    return table[table.hardware.astype(str).isin(names)]
 
 
 def fit_efficiency(table: pd.DataFrame, hardware: str | Hardware, engine: str = "analytic") -> tuple[Hardware, dict[str, Any]]:
-    """Fit tensor, L2 and HBM efficiencies and launch_s for one device; return the updated spec and a report."""
+    """Fit the efficiency block of one device on its calibration subsets; return the updated spec and a report.
+
+    GPUs fit the tensor efficiency, L2 and main-memory fractions and the fixed costs; CPUs fit the tensor and
+    vector efficiencies, one memory fraction shared by every level, and the fixed costs.
+    """
     from scipy.optimize import least_squares
 
     from perfmodel.validation.compare import predict_table
 
     hw = hardware if isinstance(hardware, Hardware) else load_hardware(hardware)
-    rows = table[(table.hardware == hw.name) & calibration_mask(table)]
+    subsets = subsets_for(hw)
+    params = CPU_PARAMS if hw.kind == "cpu" else GPU_PARAMS
+    mine = _rows_of(table, hw, hardware)
+    rows = mine[calibration_mask(mine, subsets)]
     if rows.empty:
-        raise ValueError(f"no calibration rows for hardware {hw.name!r} in the table (subsets: {', '.join(SUBSETS)})")
-    note = (f"fit on {len(rows)} rows ({', '.join(f'{k}: {int(SUBSETS[k](rows).sum())}' for k in SUBSETS)}) of "
-            f"{', '.join(sorted(set(s.split(':')[0] for s in rows.source)))} by validation/fit.py")
+        raise ValueError(f"no calibration rows for hardware {hw.name!r} in the table (subsets: {', '.join(subsets)})")
+    counts = {k: int(fn(rows).fillna(False).sum()) for k, fn in subsets.items()}
+    note = (f"fit on {len(rows)} rows ({', '.join(f'{k}: {v}' for k, v in counts.items())}) of "
+            f"{', '.join(sorted(set(str(s).split(':')[0] for s in rows.source)))} by validation/fit.py")
 
     def residuals(x):
-        pred = predict_table(rows, _with_efficiency(hw, x, note), engine)
+        pred = predict_table(rows, _with_efficiency(hw, params, x, note), engine)
         return np.log(pred.predicted_s.to_numpy() / pred.measured_s.to_numpy())
 
-    cache = [lv for lv in hw.memory if not (hw.kind == "gpu" and hw.memory[lv].per_unit)]
-    x0 = np.array([hw.efficiency.tensor, hw.efficiency.memory_fraction(cache[0]),
-                   hw.efficiency.memory_fraction(hw.main_memory), max(hw.efficiency.launch_s, 1e-7),
-                   max(hw.efficiency.attention_overhead_s, 1e-7),
-                   hw.efficiency.attention_tile_s or 4 * (hw.memory[hw.main_memory].latency_s or 5e-7),
-                   max(hw.efficiency.prefill_attention_overhead_s, 1e-7)])
-    res = least_squares(residuals, x0, bounds=([0.2, 0.1, 0.2] + [0.0] * 4, [1.0, 1.0, 1.0] + [50e-6] * 4),
-                        x_scale=[0.1, 0.1, 0.1] + [1e-6] * 4, diff_step=1e-3)
-    fitted = _with_efficiency(hw, res.x, note)
-    report = {"hardware": hw.name, "rows": int(len(rows)),
-              "subsets": {k: int(SUBSETS[k](rows).sum()) for k in SUBSETS},
-              "efficiency": dict(zip(PARAMS, (float(v) for v in res.x))),
+    x0 = np.array([min(max(p.get(hw), p.low), p.high) for p in params])
+    res = least_squares(residuals, x0, bounds=([p.low for p in params], [p.high for p in params]),
+                        x_scale=[p.scale for p in params], diff_step=1e-3)
+    fitted = _with_efficiency(hw, params, res.x, note)
+    report = {"hardware": hw.name, "rows": int(len(rows)), "subsets": counts,
+              "efficiency": {p.name: float(v) for p, v in zip(params, res.x)},
               "rms_log_error": float(np.sqrt(np.mean(res.fun ** 2)))}
     return fitted, report
