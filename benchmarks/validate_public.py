@@ -27,7 +27,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from perfmodel.validation.compare import predict_table, summarize_errors
-    from perfmodel.validation.fit import calibration_mask, fit_efficiency
+    from perfmodel.validation.fit import calibration_mask, fit_efficiency, subsets_for
     from perfmodel.validation.importers import import_source
 
     table = import_source("aiconfigurator", args.data)
@@ -37,7 +37,7 @@ def main() -> int:
         hw, report = fit_efficiency(rows, hw_name)
         if args.write_catalog:
             _write_efficiency(hw, report)
-        held_out = rows[~calibration_mask(rows)]
+        held_out = rows[~calibration_mask(rows, subsets_for(hw))]
         for engine in args.engines:
             rows_e = held_out
             if engine == "event" and 0 < args.event_sample < len(held_out):

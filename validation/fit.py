@@ -128,6 +128,15 @@ def calibration_mask(table: pd.DataFrame, subsets: dict[str, Callable[[pd.DataFr
     return mask
 
 
+def held_out_mask(table: pd.DataFrame) -> pd.Series:
+    """Rows outside the calibration subsets of their own device's kind (GPU or CPU subsets)."""
+    mask = pd.Series(True, index=table.index)
+    for name, rows in table.groupby("hardware", sort=False):
+        hw = load_hardware(str(name))
+        mask.loc[rows.index] = ~calibration_mask(rows, subsets_for(hw))
+    return mask
+
+
 def _with_efficiency(hw: Hardware, params, x: np.ndarray, note: str) -> Hardware:
     upd: dict[str, Any] = {"note": note}
     for p, v in zip(params, x):

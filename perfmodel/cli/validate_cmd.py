@@ -44,7 +44,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
     from perfmodel.cli.output import print_json, table
     from perfmodel.validation import compare
-    from perfmodel.validation.fit import calibration_mask
+    from perfmodel.validation.fit import held_out_mask
 
     try:
         data = _read(args.table)
@@ -52,7 +52,7 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"perfmodel: error: {exc}", file=sys.stderr)
         return 2
     if args.exclude_calibration:
-        data = data[~calibration_mask(data)]
+        data = data[held_out_mask(data)]
     if args.sample and args.sample < len(data):
         data = data.sample(n=args.sample, random_state=0)
     pred = compare.predict_table(data, args.hardware, args.engine)
