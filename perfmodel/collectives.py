@@ -3,12 +3,14 @@
 A ring all-reduce is a bucket brigade: p workers pass buckets around a ring, first adding their share into each
 bucket (reduce-scatter), then passing the finished buckets on (all-gather). Each worker sends and receives
 2(p−1)/p of the buffer over its link, and a small message pays mostly the time for the first bucket to get
-around. The engine's model (perfmodel.engines.analytic) is the textbook α–β form::
+around. The textbook α–β form is::
 
-    t = launch + 2(p−1)·ℓ + V / (B·E_hbm),           V = 2(p−1)/p · S bytes per device
+    t = launch + 2(p−1)·ℓ + V / (B·E),           V = 2(p−1)/p · S bytes per device
 
 with ℓ the spec's link latency and B its bandwidth per direction. Measured NCCL rings (nccl-tests on DGX A100
-and H100, ../shared/data/measured) depart from it in two ways, which :class:`AllReduceModel` adds:
+and H100, ../shared/data/measured) depart from it in two ways, which :class:`AllReduceModel` adds and the
+analytic engine uses (with η∞ and S½ from the link's ``collective_efficiency`` and
+``collective_half_size_bytes``):
 
 - small messages take about one link latency per GPU, not two per ring step: 6, 10 and 16 µs on 2, 4 and 8
   H100s (NCCL's low-latency protocol forwards each 8-byte line as it arrives, so the ring's steps overlap):
@@ -65,11 +67,13 @@ class AllReduceModel:
             raise ValueError("all-reduce model: half_size_bytes, link_latency_s and launch_s must be >= 0")
 
     @classmethod
-    def from_hardware(cls, hw, efficiency: float | None = None, half_size_bytes: float = 0.0) -> "AllReduceModel":
-        """Link bandwidth and latency from the spec; efficiency by default the one the engine applies (HBM's)."""
+    def from_hardware(cls, hw, efficiency: float | None = None, half_size_bytes: float | None = None) -> "AllReduceModel":
+        """Link bandwidth, latency and collective efficiency from the spec (as the engine reads them)."""
         link = device_link(hw)
-        eff = hw.efficiency.memory_fraction("hbm") if efficiency is None else efficiency
-        return cls(link.bandwidth_bytes_per_s, link.latency_s or 0.0, hw.efficiency.launch_s, eff, half_size_bytes)
+        eff = efficiency if efficiency is not None else (
+            link.collective_efficiency or hw.efficiency.memory_fraction(hw.main_memory))
+        half = link.collective_half_size_bytes if half_size_bytes is None else half_size_bytes
+        return cls(link.bandwidth_bytes_per_s, link.latency_s or 0.0, hw.efficiency.launch_s, eff, half)
 
     def time(self, message_bytes: Any, devices: Any) -> Any:
         """Seconds for an all-reduce of ``message_bytes`` over ``devices`` GPUs (arrays broadcast)."""

@@ -140,4 +140,5 @@ def test_allreduce_model_against_measured_nccl(measured_dir, capsys):
         print(report.round({"engine_ape_pct": 1, "model_ape_pct": 1}).to_string(index=False))
     aic_large = report[report.source.str.startswith("aiconfigurator") & (report.band == ">=1MB")]
     assert (aic_large.model_ape_pct < 25).all()
-    assert report.model_ape_pct.median() < report.engine_ape_pct.median()
+    # The engine reads the fitted η∞ and S½ from the link spec: it must reproduce the fitted model.
+    assert (report.engine_ape_pct - report.model_ape_pct).abs().max() < 2.0

@@ -90,6 +90,18 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
     return compute, overhead
 
 
+def _allreduce_time(link_bytes, devices, link, default_efficiency: float):
+    """All-reduce time on a link (perfmodel/collectives.py derives it and checks it against NCCL):
+    p·ℓ (NCCL's low-latency protocol overlaps the ring steps: about one link latency per GPU) + the ring bytes
+    over the link at the collective efficiency, slowed for small messages by (1 + √(S½/S)).
+    Here ``link_bytes`` = 2(p−1)/p·S, so S = link_bytes·p / (2(p−1))."""
+    p = np.maximum(devices, 1)
+    message = link_bytes * p / np.maximum(2.0 * (p - 1), 1e-30)
+    eta = link.collective_efficiency or default_efficiency
+    ramp = 1.0 + np.sqrt(link.collective_half_size_bytes / np.maximum(message, 1.0))
+    return np.where(p > 1, p * (link.latency_s or 0.0) + link_bytes / (link.bandwidth_bytes_per_s * eta) * ramp, 0.0)
+
+
 def _link(hw: Hardware):
     for name in ("nvlink", "xgmi", "infinity_fabric", "pcie"):
         if name in hw.interconnect:
@@ -161,8 +173,7 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
         if link is None:
             raise ValueError(f"hardware {hw.name!r}: an all-reduce needs an `interconnect` entry (nvlink, xgmi or pcie)")
         devices = _stack([op.shape.get("devices", 1) for op in op_list], shape[1:])
-        comm = nbytes / (link.bandwidth_bytes_per_s * eff.memory_fraction("hbm")) \
-            + 2 * np.maximum(devices - 1, 0) * (link.latency_s or 0.0)
+        comm = _allreduce_time(nbytes, devices, link, eff.memory_fraction(hw.main_memory))
         level_time["link"] = np.where(is_comm, comm, 0.0)
         level_bytes["link"] = np.where(is_comm, nbytes, 0.0)
         for name in list(level_time):
