@@ -113,9 +113,10 @@ def attention_pairs(q_len, kv_len, mask: str, block_size=1):
     - bidirectional: every query sees every key: q·L.
     - causal: query i (0-based among the q last positions) sees L − q + i + 1 keys:
       Σ = q·(L − q) + q·(q + 1)/2.
-    - block_causal: queries see all earlier blocks and their whole own block. For a prefill of q = L tokens in
-      blocks of B: Σ over blocks j of B·(j+1)·B ≈ q·(q + B)/2; when the queries are one block at the end of the
-      cache (a block-wise diffusion step, q ≤ B) it is q·L.
+    - block_causal: queries see all earlier blocks and their whole own block, blocks counted from the first
+      query. With f = ⌊q/B⌋ whole blocks and r = q − f·B queries in a last, partial block:
+      Σ = q·(L − q) + B²·f·(f + 1)/2 + r·q (block j's B queries see (j+1)·B of the q; the partial block's r
+      queries see all q). For one block at the end of the cache (a block-wise diffusion step, q ≤ B) it is q·L.
     """
     if mask == "bidirectional":
         return q_len * kv_len
@@ -123,9 +124,9 @@ def attention_pairs(q_len, kv_len, mask: str, block_size=1):
         return q_len * (kv_len - q_len) + q_len * (q_len + 1) / 2.0
     if mask == "block_causal":
         bs = np.maximum(block_size, 1)
-        nb = np.ceil(q_len / bs)
-        full = q_len * (kv_len - q_len) + bs * bs * nb * (nb + 1) / 2.0
-        return np.minimum(full, q_len * kv_len)
+        whole = np.floor(q_len / bs)
+        rest = q_len - whole * bs
+        return q_len * (kv_len - q_len) + bs * bs * whole * (whole + 1) / 2.0 + rest * q_len
     raise ValueError(f"attention mask {mask!r}: expected 'causal', 'bidirectional' or 'block_causal'")
 
 
@@ -243,7 +244,8 @@ def centroid_lookup(name: str, batch, q_len, heads, kv_heads, centroids, head_di
 def topk(name: str, rows, n, k, *, phase: str = "", count=1) -> Op:
     """Select the k largest of n fp32 scores in each of `rows` rows (a radix/heap selection).
 
-    FLOPs ≈ n·log2(k+1) comparisons per row; bytes = scores read (rows·n·4) + indices written (rows·k·4).
+    FLOPs ≈ n·log2(k+1) comparisons per row; bytes = scores read (rows·n·4) + int32 indices written (rows·k·4),
+    the minimal traffic of a selection kernel (torch.topk also writes the k values and int64 indices).
     """
     flops = rows * n * np.log2(np.maximum(k, 1) + 1)
     return Op(name, "topk", phase, {"rows": rows, "n": n, "k": k}, "fp32", flops, rows * n * 4.0,

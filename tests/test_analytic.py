@@ -47,6 +47,15 @@ def test_attention_pairs_by_hand():
     assert ops.attention_pairs(8, 8, "block_causal", 4) == 4 * 4 + 4 * 8
 
 
+@pytest.mark.parametrize("q, L, B", [(97, 97, 16), (32, 1025, 32), (96, 96, 32), (64, 200, 16), (5, 9, 4), (1, 7, 3)])
+def test_block_causal_pairs_match_an_explicit_mask(q, L, B):
+    # Queries are the last q of L positions; blocks are counted from the first query.
+    qi = np.arange(q)[:, None]
+    kj = np.arange(L)[None, :] - (L - q)
+    allowed = (kj < 0) | ((kj // B) <= (qi // B))
+    assert ops.attention_pairs(q, L, "block_causal", B) == allowed.sum()
+
+
 def test_attention_bytes_by_hand():
     op = ops.attention("a", batch=2, q_len=1, kv_len=100, heads=8, kv_heads=2, head_dim=64, kv_bits=16)
     kv = 2 * 2 * 100 * 2 * 64 * 2

@@ -50,7 +50,9 @@ def pass_ops(s: Structure, p: Params, ps: Pass) -> list[Op]:
     if s.qk_norm:
         out.append(ops.norm("layer.qk_norm", rows * (d["heads"] + d["kv_heads"]), p.head_dim, a, phase=phase,
                             count=c_layer))
-    out.append(ops.elementwise("layer.rope", rows, d["q_dim"] + d["kv_dim"], a, inputs=1, outputs=1,
+    # RoPE reads q and k plus the cos and sin tables (head_dim/2 each per token): inputs = 1 + head_dim / width.
+    rope_width = d["q_dim"] + d["kv_dim"]
+    out.append(ops.elementwise("layer.rope", rows, rope_width, a, inputs=1 + p.head_dim / rope_width, outputs=1,
                                flops_per_element=3, variant="rope", phase=phase, count=c_layer))
     out += _attention_ops(s, p, ps, d, c_layer)
     out += [
@@ -211,8 +213,9 @@ def _sparse_attention_ops(s: Structure, p: Params, ps: Pass, d: dict[str, Any], 
                       kv_bits=p.bits, kv_scale_bytes=4.0 * b * kvh * selected, phase=phase, count=count),
     ]
     if s.attention_kind == "multipole":
+        # Centroid keys/values plus one fp32 log(cluster size) bias per centroid and KV head.
         out.append(ops.attention("layer.centroid_attention", b, t, C, heads, kvh, hd, mask="bidirectional",
-                                 dtype=a, phase=phase, count=count))
+                                 dtype=a, kv_scale_bytes=4.0 * C * kvh, phase=phase, count=count))
     if s.update_clusters:
         # The new token's key joins its nearest centroid: a lookup of one key per KV head + a running-mean update.
         out.append(ops.centroid_lookup("layer.cluster_update", b, ps.append, kvh, kvh, C, hd, a, phase=phase,
