@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -61,9 +61,8 @@ def row_ops(df: pd.DataFrame) -> list[Op]:
         args = (_num(df, "batch"), q, kv, _num(df, "heads"), _num(df, "kv_heads"), _num(df, "head_dim"))
         causal_op = ops.attention("attention", *args, mask="causal", dtype=dtype)
         bidir_op = ops.attention("attention", *args, mask="bidirectional", dtype=dtype)
-        op = Op("attention", "attention", "", causal_op.shape, dtype,
-                np.where(causal, causal_op.flops, bidir_op.flops), causal_op.read_bytes, causal_op.write_bytes,
-                np.where(causal, causal_op.l2_bytes, bidir_op.l2_bytes))
+        op = replace(causal_op, flops=np.where(causal, causal_op.flops, bidir_op.flops),
+                     l2_bytes=np.where(causal, causal_op.l2_bytes, bidir_op.l2_bytes))
     elif kind == "norm":
         op = ops.norm("norm", _num(df, "m"), _num(df, "n"), dtype)
     elif kind == "embedding":
@@ -76,8 +75,7 @@ def row_ops(df: pd.DataFrame) -> list[Op]:
     else:
         raise ValueError(f"measurement row op {kind!r}: expected gemm, attention, norm, elementwise or embedding")
     factor = np.array([reuse_factor(s, kind) for s in df["source"].astype(str)])
-    op = Op(op.name, op.kind, "", op.shape, op.dtype, op.flops, op.read_bytes, op.write_bytes, op.l2_bytes,
-            reuse_bytes=factor * op.bytes)
+    op = replace(op, reuse_bytes=factor * op.bytes)
     if kind == "attention" and df["source"].astype(str).str.startswith("aiconfigurator").all():
         tokens = _num(df, "batch") * _num(df, "q_len")
         write = ops.elementwise("kv_cache_write", tokens, 2 * _num(df, "kv_heads") * _num(df, "head_dim"), dtype,
