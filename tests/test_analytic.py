@@ -214,3 +214,12 @@ def test_predict_op_matches_gemm_formula():
     r = predict_op(ops.gemm("g", 8192, 8192, 8192), "h100-sxm")
     assert r["bound"] in ("compute", "l2")
     assert r["time_s"] >= r["flops"] / 989.4e12
+
+
+def test_predict_writes_a_chrome_trace(tmp_path, capsys):
+    path = tmp_path / "trace.json"
+    assert main(["predict", "--scenario", "block-dlm", "--model", "llada-8b", "--trace", str(path), "--json"]) == 0
+    events = json.loads(path.read_text())
+    kernels = [e for e in events if e["ph"] == "X" and not e["name"].startswith("launch")]
+    assert {"layer.qkv_proj", "layer.attention", "lm_head"} <= {e["name"] for e in kernels}
+    assert all(e["dur"] > 0 and e["ts"] >= 0 for e in kernels)

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", default="arm", help="catalog name or YAML path (default arm)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field (repeatable), see below")
     p.add_argument("--top", type=int, default=10, help="ops shown in the table (default 10)")
+    p.add_argument("--trace", metavar="FILE.json",
+                   help="also write a Chrome-trace timeline (Perfetto / chrome://tracing) of one instance of each "
+                        "distinct kernel of the middle generation step, simulated by the event engine")
     p.set_defaults(func=run_predict)
 
     o = sub.add_parser("op", help="time one kernel (gemm or attention)", description="Time one op on one device.")
@@ -83,7 +86,11 @@ def run_predict(args: argparse.Namespace) -> int:
     from perfmodel.cli.output import print_json, table
     from perfmodel.units import format_si
 
-    pred = predict(args.hardware, args.model, args.scenario, _set_pairs(args.set), engine=args.engine)
+    overrides = _set_pairs(args.set)
+    pred = predict(args.hardware, args.model, args.scenario, overrides, engine=args.engine)
+    if args.trace:
+        n = _write_trace(args, overrides)
+        print(f"wrote {n} trace events to {args.trace}", file=sys.stderr)
     if args.json:
         print_json(pred.to_dict())
         return 0
@@ -110,6 +117,26 @@ def run_predict(args: argparse.Namespace) -> int:
     if not mem["fits"]:
         print("\nwarning: the workload does not fit in device memory", file=sys.stderr)
     return 0
+
+
+def _write_trace(args: argparse.Namespace, overrides: dict[str, str]) -> int:
+    """Event-engine timeline of the middle generation step's kernels (one instance each, in order)."""
+    from perfmodel.api import split_overrides
+    from perfmodel.engines import event
+    from perfmodel.specs.hardware import load_hardware
+    from perfmodel.specs.model import load_model
+    from perfmodel.specs.scenario import load_scenario
+    from perfmodel.workload import build_workload
+
+    hw_o, model_o, sc_o = split_overrides(overrides)
+    hw = load_hardware(args.hardware, hw_o)
+    wl = build_workload(load_model(args.model, model_o), load_scenario(args.scenario, sc_o))
+    steps = [ps for ps in wl.passes if ps.generation and float(ps.count) > 0] or list(wl.passes)
+    middle = steps[len(steps) // 2]
+    from perfmodel.workload.layers import pass_ops
+
+    kernels = [op.with_count(1) for op in pass_ops(wl.structure, wl.params, middle)]
+    return len(event.chrome_trace(kernels, hw, args.trace))
 
 
 def run_op(args: argparse.Namespace) -> int:
