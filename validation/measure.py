@@ -7,10 +7,11 @@ What runs (``torch.nn.functional`` and plain torch ops, the kernels a torch mode
 
 - ``gemm``: ``F.linear(x, W)`` with x[m, k] and W[n, k] (C = x·Wᵀ): GEMV (m = 1) and GEMMs, weights from
   cache-resident to DRAM-resident sizes; fp32, and bf16 where the device runs it fast (always on CUDA).
-- ``attention``: ``F.scaled_dot_product_attention`` on q[b, H, q_len, d], k/v[b, KVH, kv_len, d], GQA through
-  ``enable_gqa=True`` (K/V are not repeated: one read of the cache, as the model assumes). Decode rows are
-  q_len = 1 without a mask (``causal`` = false: the one query sees every key, the same work as a causal query at
-  the end of the sequence); prefill rows are q_len = kv_len with ``is_causal=True``.
+- ``attention``: decode rows (q_len = 1, ``causal`` = false: the one query sees every key, the same work as a
+  causal query at the end of the sequence) run perfmodel's own decode-attention kernel
+  (:func:`perfmodel.kernels.decode_attention.decode_attention`: split-KV Triton on CUDA, its grouped-query torch
+  reference on the CPU, one read of the cache); prefill rows (q_len = kv_len, ``is_causal=True``) run
+  ``F.scaled_dot_product_attention`` on q[b, H, q_len, d], k/v[b, KVH, kv_len, d], GQA through ``enable_gqa=True``.
 - ``norm`` (variant ``rmsnorm``): ``F.rms_norm`` over m tokens × n width with a weight.
 - ``elementwise``: variant ``add`` = ``torch.add(a, b, out=o)``; variant ``silu_mul`` =
   ``torch.mul(F.silu(g), u, out=o)`` (torch's unfused SwiGLU: two kernels and a temporary, as eager torch runs it).
@@ -209,7 +210,12 @@ def build_calls(case: Case, device: str, rot: int) -> list[mb.Call]:
             b, h, kvh, hd = d["batch"], d["heads"], d["kv_heads"], d["head_dim"]
             q, k, v = rnd(b, h, d["q_len"], hd), rnd(b, kvh, d["kv_len"], hd), rnd(b, kvh, d["kv_len"], hd)
             causal, gqa = bool(d["causal"]), h != kvh
-            if gqa:
+            if d["q_len"] == 1:
+                from perfmodel.kernels.decode_attention import decode_attention
+
+                q1 = q[:, :, 0, :].contiguous()
+                calls.append(lambda q1=q1, k=k, v=v: decode_attention(q1, k, v))
+            elif gqa:
                 calls.append(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=causal,
                                                                                   enable_gqa=True))
             else:
