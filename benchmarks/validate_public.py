@@ -56,7 +56,10 @@ def _write_efficiency(hw, report) -> None:
              f"    {hw.main_memory}: {e['hbm']:.3f}\n  launch_s: {e['launch_s']:.3e}\n"
              f"  attention_overhead_s: {e['attention_overhead_s']:.3e}\n"
              f"  attention_tile_s: {e['attention_tile_s']:.3e}\n"
-             f"  prefill_attention_overhead_s: {e['prefill_attention_overhead_s']:.3e}\n  note: \"{hw.efficiency.note}\"\n")
+             f"  prefill_attention_overhead_s: {e['prefill_attention_overhead_s']:.3e}\n"
+             + (f"  attention_cta_bytes_per_s: {e['attention_cta_bytes_per_s']:.3e}\n"
+                if report["subsets"].get("attn_decode_single") else "")  # left unset when no row could fit it
+             + f"  note: \"{hw.efficiency.note}\"\n")
     path = REPO / "hardware" / f"{hw.name}.yaml"
     text = path.read_text()
     path.write_text(re.sub(r"efficiency:\n(  .*\n)*", block, text))

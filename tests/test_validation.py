@@ -28,7 +28,7 @@ def h100_table(tmp_path_factory):
 def test_reuse_factor_conventions():
     assert reuse_factor("perfmodel-measure:cpu:x:rot=5", "gemm") == 5
     assert reuse_factor("aiconfigurator/h100_sxm/gemm:linear", "gemm") == 6
-    assert reuse_factor("aiconfigurator/h100_sxm/generation:fa3", "attention") == 1
+    assert math.isinf(reuse_factor("aiconfigurator/h100_sxm/generation:fa3", "attention"))
     assert math.isinf(reuse_factor("vidur/a100/mlp.csv", "gemm"))
 
 
@@ -51,9 +51,14 @@ def test_fit_uses_only_calibration_rows_and_improves_them(h100_table):
     eff = report["efficiency"]
     assert 0.2 <= eff["tensor"] <= 1.0 and 0.1 <= eff["hbm"] <= 1.0 and eff["launch_s"] >= 0
     rows = h100_table[mask]
-    before = np.log(predict_table(rows, "h100-sxm").predicted_s / rows.measured_s)
-    after = np.log(predict_table(rows, hw).predicted_s / rows.measured_s)
-    assert np.sqrt(np.mean(after**2)) <= np.sqrt(np.mean(before**2)) + 1e-9
+    from perfmodel.specs.hardware import Efficiency, load_hardware
+
+    spec = load_hardware("h100-sxm")
+    defaults = spec.model_copy(update={"efficiency": Efficiency()})
+    measured = rows.measured_s.to_numpy()
+    before = np.log(predict_table(rows, defaults).predicted_s.to_numpy() / measured)
+    after = np.log(predict_table(rows, hw).predicted_s.to_numpy() / measured)
+    assert np.sqrt(np.mean(after**2)) < 0.8 * np.sqrt(np.mean(before**2))  # the fit removes a real part of the error
 
 
 def test_validate_command_writes_outputs(h100_table, tmp_path, capsys):

@@ -10,6 +10,8 @@ reported on every other row:
 - ``gemm_tiny``: GEMMs with m, n, k ≤ 64 — nothing to do but launch: the fixed per-kernel cost.
 - ``attn_decode_long``: decode attention (q_len 1) with batch·kv_len ≥ 2²⁰ tokens — HBM streaming of a cache.
 - ``attn_decode_tiny``: decode attention with batch ≤ 4 and kv_len ≤ 16 — the fixed cost of an attention call.
+- ``attn_decode_single``: decode attention of one sequence over ≥ 32768 keys — one CTA per SM streaming the
+  cache: the bandwidth a single attention CTA sustains.
 - ``attn_prefill_tiny``: prefill attention of ≤ 16 tokens and batch ≤ 4 — the fixed cost of a prefill call.
 - ``attn_decode_wide``: decode attention with kv_len ≤ 16 and batch·kv_heads ≥ 4096 tiles — the serial time of
   one decode tile (nothing to stream, only many tiles to schedule).
@@ -39,6 +41,7 @@ SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "attn_decode_long": lambda t: (t.op == "attention") & (t.q_len == 1)
     & (t.batch.astype(float) * t.kv_len >= 2**20),
     "attn_decode_tiny": lambda t: (t.op == "attention") & (t.q_len == 1) & (t.batch <= 4) & (t.kv_len <= 16),
+    "attn_decode_single": lambda t: (t.op == "attention") & (t.q_len == 1) & (t.batch == 1) & (t.kv_len >= 32768),
     "attn_prefill_tiny": lambda t: (t.op == "attention") & (t.q_len > 1) & (t.q_len <= 16) & (t.batch <= 4),
     "attn_decode_wide": lambda t: (t.op == "attention") & (t.q_len == 1) & (t.kv_len <= 16)
     & (t.batch.astype(float) * t.kv_heads >= 4096),
@@ -104,6 +107,7 @@ GPU_PARAMS = (
     _eff("attention_overhead_s", 0.0, 50e-6, 1e-6),
     _eff("attention_tile_s", 0.0, 50e-6, 1e-6, default=lambda hw: 4 * (hw.memory[hw.main_memory].latency_s or 5e-7)),
     _eff("prefill_attention_overhead_s", 0.0, 50e-6, 1e-6),
+    _eff("attention_cta_bytes_per_s", 1e9, 500e9, 1e9, default=lambda hw: 50e9),
 )
 CPU_PARAMS = (
     _eff("tensor", 0.05, 1.0, 0.1),

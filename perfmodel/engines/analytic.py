@@ -85,6 +85,18 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
             c = tiling.attention_compute_time(sh["batch"], sh["q_len"], sh["heads"], sh["kv_heads"], op.flops,
                                               sms=sms, peak=peak, exps=exps, exp_per_s=rate, tile_s=tile_s)
             compute[i] = c + vec
+            # Each CTA's stream is latency-bound (Little's law): the calibrated per-CTA bandwidth holds for
+            # main memory and scales with latency for a nearer level serving the cache.
+            cta_bw = eff.attention_cta_bytes_per_s or 0.0
+            for lvl in (main, l2):
+                served = (level_bytes[lvl.name][i] > 0) if lvl is main else (level_bytes[main.name][i] == 0)
+                scale = (main.latency / lvl.latency) if (lvl.latency and main.latency) else 1.0
+                stream = tiling.decode_stream_time(sh["batch"], sh["q_len"], sh["kv_heads"], sh["kv_len"],
+                                                   op.read_bytes, sms=sms, cta_bw=cta_bw * scale)
+                level_time[lvl.name][i] = np.where(served, np.maximum(level_time[lvl.name][i], stream),
+                                                   level_time[lvl.name][i])
+                if l2 is main:
+                    break
             q_len = np.asarray(sh["q_len"], dtype=float)
             overhead[i] = overhead[i] + np.where(q_len > 1, eff.prefill_attention_overhead_s, eff.attention_overhead_s)
     return compute, overhead

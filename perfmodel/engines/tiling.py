@@ -84,6 +84,20 @@ def exp_rate(vector_fp32_flops: float) -> float:
     return vector_fp32_flops / 16.0
 
 
+def decode_stream_time(batch: Any, q_len: Any, kv_heads: Any, kv_len: Any, kv_bytes: Any, *, sms: int,
+                       cta_bw: float) -> Any:
+    """Time to stream a decode attention's cache when each CTA sustains at most ``cta_bw`` (Little's law: the
+    bytes it keeps in flight over the memory latency). With few sequences the KV split that fills the SMs
+    (⌈SMs / tiles⌉ splits, at most 128 and one per 128 keys) leaves one CTA per SM, so the cache streams at
+    CTAs · cta_bw, below the memory's bandwidth. 0 for prefill, or when ``cta_bw`` is 0 (no such limit)."""
+    if not cta_bw:
+        return 0.0 * np.asarray(kv_bytes, dtype=float)
+    tiles = np.maximum(np.asarray(batch, dtype=float) * kv_heads, 1)
+    splits = np.clip(np.ceil(sms / tiles), 1, np.minimum(128, np.maximum(np.ceil(np.asarray(kv_len) / 128), 1)))
+    ctas = np.minimum(tiles * splits, 2 * sms)
+    return np.where(np.asarray(q_len) == 1, kv_bytes / (ctas * cta_bw), 0.0)
+
+
 def attention_compute_time(batch: Any, q_len: Any, heads: Any, kv_heads: Any, flops: Any, *, sms: int,
                            peak: float, exps: Any = 0.0, exp_per_s: float = float("inf"),
                            tile_s: float = 0.0) -> Any:

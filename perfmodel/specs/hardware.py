@@ -91,6 +91,9 @@ class Efficiency(Spec):
     attention_tile_s: float | None = Field(
         None, ge=0, description="serial time of one decode-attention tile (one sequence x KV head) per SM; "
                                 "default: four dependent main-memory round trips (s)")
+    attention_cta_bytes_per_s: float | None = Field(
+        None, gt=0, description="bandwidth one decode-attention CTA sustains (bytes in flight / latency); "
+                                "default: no limit below the memory level's (B/s)")
     note: str = Field("datasheet defaults, not calibrated", description="how these numbers were obtained")
 
     def memory_fraction(self, level: str) -> float:
