@@ -30,9 +30,17 @@ def test_calibrated_yaml_loads_with_fractions_in_range(calibrated):
     assert set(eff.memory) <= set(hw.memory) and eff.memory
     assert all(0 < f <= 1 for f in eff.memory.values())
     assert "myhost.microbench.csv" in eff.note and "calibration" in hw.sources
-    # nominal numbers are kept, or raised to the measurement (never lowered)
+    # capacities are the host's (sysfs; the last-level cache at most its nominal size); nominal bandwidths are
+    # kept, or raised to the measurement (never lowered)
+    import torch
+
+    host, _ = cal.host_spec(base, torch.get_num_threads())
+    assert hw.compute.units == torch.get_num_threads()
     for level in hw.memory:
-        assert hw.memory[level].capacity_bytes == base.memory[level].capacity_bytes
+        if level == "l3":
+            assert 0 < hw.memory[level].capacity_bytes <= host.memory[level].capacity_bytes
+        else:
+            assert hw.memory[level].capacity_bytes == host.memory[level].capacity_bytes
         assert hw.memory[level].bandwidth_bytes_per_s >= base.memory[level].bandwidth_bytes_per_s
         if hw.memory[level].bandwidth_bytes_per_s > base.memory[level].bandwidth_bytes_per_s:
             assert eff.memory[level] == 1.0 and hw.memory[level].source == "calibration"
@@ -42,9 +50,9 @@ def test_sidecar_csv_holds_the_raw_table(calibrated):
     csv = calibrated.with_name("myhost.microbench.csv")
     df = pd.read_csv(csv)
     assert list(df.columns) == list(cal.COLUMNS)
-    assert {"tiny_add", "tiny_copy", "copy", "matmul"} <= set(df.kind)
+    assert {"tiny_add", "tiny_sum", "tiny_decode_attention", "read", "matmul", "skinny_matmul", "exp"} <= set(df.kind)
     assert (df.seconds > 0).all()
-    copies = df[df.kind == "copy"]
+    copies = df[df.kind == "read"]
     assert copies.size_bytes.is_monotonic_increasing and (copies.gb_per_s > 0).all()
     assert set(copies.level) <= {"l1", "l2", "l3", "dram"}
 
@@ -102,3 +110,58 @@ def mb_has_cuda() -> bool:
     except mb.DeviceUnavailable:
         return False
     return True
+
+
+def test_calibrated_cpu_terms_are_written(calibrated):
+    eff = load_hardware(calibrated).efficiency
+    assert set(eff.gemm_half_rows) >= {"fp32"} and all(v >= 0 for v in eff.gemm_half_rows.values())
+    assert eff.exps_per_s > 0 and math.isfinite(eff.exps_per_s)
+    assert eff.prefill_attention_overhead_s >= 0
+
+
+def test_half_rows_inverts_hockney():
+    # rate(m) = peak·m/(m + m½): a skinny matmul at a fifth of the square rate with m = 16 gives m½ = 64
+    table = pd.DataFrame([{"kind": "skinny_matmul", "dtype": "fp32", "gflop_per_s": 100.0},
+                          {"kind": "skinny_matmul", "dtype": "bf16", "gflop_per_s": 1000.0}], columns=list(cal.COLUMNS))
+    half = cal.half_rows(table, {"fp32": 500e9, "bf16": 500e9})
+    assert half["fp32"] == pytest.approx(cal.SKINNY_M * 4)
+    assert half["bf16"] == 0.0  # faster than the square one: no penalty, never negative
+
+
+def test_host_spec_reads_sysfs_caches(tmp_path):
+    def index(i, level, kind, size, shared):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size), ("shared_cpu_list", shared)):
+            (d / name).write_text(f"{value}\n")
+    index(0, 1, "Data", "48K", "0")
+    index(1, 1, "Instruction", "32K", "0")
+    index(2, 2, "Unified", "2048K", "0")
+    index(3, 3, "Unified", "105M", "0-1")
+    caches = cal.host_caches(tmp_path)
+    assert caches == {1: (48 * 1024, 1), 2: (2 << 20, 1), 3: (105 << 20, 2)}
+    hw, notes = cal.host_spec(load_hardware("cpu-generic"), 3, caches, memory_bytes=8e9)
+    assert hw.compute.units == 3
+    assert hw.memory["l2"].capacity_bytes == 2 << 20 and hw.memory["l2"].per_unit
+    assert hw.memory["l3"].capacity_bytes == 105 << 20 and not hw.memory["l3"].per_unit
+    assert hw.memory["dram"].capacity_bytes == 8e9
+    assert any("l2" in n for n in notes)
+
+
+def _sweep(points):
+    return pd.DataFrame([{"kind": "read", "size_bytes": s, "gb_per_s": g} for s, g in points],
+                        columns=list(cal.COLUMNS))
+
+
+def test_effective_llc_from_the_bandwidth_drop():
+    caches = {1: (48 * 1024, 1), 2: (1 << 20, 1), 3: (256 << 20, 2)}
+    hw, _ = cal.host_spec(load_hardware("cpu-generic"), 2, caches, memory_bytes=8e9)
+    mib = 1 << 20
+    # L3 plateau 50 GB/s up to 32 MiB, then main memory's 20 GB/s: the edge lies between 32 and 64 MiB
+    table = _sweep([(8 * mib, 50), (16 * mib, 48), (32 * mib, 45), (64 * mib, 21), (128 * mib, 20),
+                    (512 * mib, 20), (1024 * mib, 20)])
+    cap, note = cal.effective_llc(hw, table)
+    assert cap == pytest.approx(32 * mib * 2 ** 0.5) and "effective capacity" in note
+    # no drop before the nominal size: the nominal capacity holds
+    flat = _sweep([(8 * mib, 50), (128 * mib, 49), (256 * mib, 48), (1024 * mib, 20)])
+    assert cal.effective_llc(hw, flat) == (None, None)

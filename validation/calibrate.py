@@ -5,20 +5,34 @@ say what the device could do, a handful of simple runs say what it does, and the
 ``efficiency`` block of a new hardware YAML. The runs are microbenchmarks, never the kernels that validation
 measures (DESIGN.md: "never fit per shape to a validation row"):
 
-- **copies** of growing working sets (``dst.copy_(src)``, working set = src + dst bytes, repeated on the same
-  buffers so that the set stays in the nearest level that holds it) → the bandwidth of each memory level;
+- **streams** over growing working sets, repeated on the same buffers so that the set stays in the nearest level
+  that holds it → the bandwidth of each memory level: on a CPU a read-only ``torch.sum`` (what a GEMV does to its
+  weights and attention to its cache, with no write-allocate traffic), on a GPU ``dst.copy_(src)`` (working set
+  = src + dst bytes);
 - **large square matmuls** per dtype → attainable FLOP/s (fp32 against the vector peak, bf16 against the
   tensor peak — the units the analytic engine charges them to);
 - **tiny ops** (1-element tensors) → the fixed cost of a call: ``efficiency.launch_s`` is a 1-element
-  ``torch.add(out=)``, ``efficiency.attention_overhead_s`` what a tiny ``scaled_dot_product_attention`` costs
-  beyond that (wall time on a CPU, CUDA events on a GPU: the host's dispatch is part of a call's cost).
+  ``torch.add(out=)``, ``efficiency.attention_overhead_s`` what a tiny attention call costs beyond that (on a
+  GPU ``scaled_dot_product_attention``; on a CPU the kernels its rows run: perfmodel's decode-attention
+  reference for decode, SDPA's causal kernel for ``prefill_attention_overhead_s``; wall time on a CPU, CUDA
+  events on a GPU: the host's dispatch is part of a call's cost);
+- on a CPU also (perfmodel/engines/cpu.py): a **skinny matmul** (16 rows against a 1024² weight) per dtype →
+  ``efficiency.gemm_half_rows``, Hockney's half-performance row count m½ = m·(rate(∞)/rate(m) − 1); and
+  ``torch.exp`` over a cached buffer → ``efficiency.exps_per_s``. The matmuls and the exponentials run in
+  three interleaved rounds and keep their median round: a burst of load from another process during one round
+  must not set a ceiling.
+
+On a CPU the spec starts from the host itself: the core count is the number of threads torch runs, the cache
+sizes come from sysfs (``/sys/devices/system/cpu/cpu0/cache``) and main memory's from ``/proc/meminfo``. A
+server's last-level cache is shared with other tenants, so its capacity is then taken from the sweep where the
+bandwidth falls towards main memory's (:func:`effective_llc`), when that happens before the nominal size.
 
 On a GPU the copies and matmuls are timed by their kernels' device time (``torch.profiler``): a loop of small
 eager copies is paced by the host's dispatch, which would hide the L2's bandwidth behind the launch cost.
 
-How a copy's time becomes a level's bandwidth. The engine predicts ``bytes / (bandwidth × efficiency) +
+How a stream's time becomes a level's bandwidth. The engine predicts ``bytes / (bandwidth × efficiency) +
 launch``, so the bandwidth wanted is the marginal one: ``bytes / (t − t₀)`` with ``t₀`` the time of a 1-element
-copy (the copy's own fixed cost). A size counts for a level when its working set fits the level (one unit's
+call of the same kernel (its own fixed cost). A size counts for a level when its working set fits the level (one unit's
 share for a per-core level: small copies run on one thread) and exceeds twice the total capacity of the nearer
 level (so the nearer level does not serve it); sizes whose data time ``t − t₀`` is under a quarter of ``t`` are
 too overhead-dominated to use. A cache level's ceiling is the best over its sizes; main memory's is the largest
@@ -39,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from perfmodel.specs.hardware import Hardware, load_hardware
@@ -56,6 +71,14 @@ QUICK_MATMUL_N = 256
 DEFAULT_BASE = {"cpu": "cpu-generic"}
 #: the share of a copy's time that must be data movement (not fixed cost) for it to set a ceiling
 MIN_DATA_SHARE = 0.25
+#: the bandwidth sweep's kernel: a read-only sum on a CPU (what GEMVs and attention do to their weights and
+#: cache; a copy would add write-allocate traffic); a copy on a GPU, timed by its kernel
+STREAM = {"cpu": "read", "cuda": "copy"}
+#: the skinny matmul of the half-performance row count: SKINNY_M rows against an SKINNY_N² weight (cached)
+SKINNY_M = 16
+#: interleaved rounds of the rate benchmarks (matmuls, exponentials); each keeps its median round
+ROUNDS = 3
+SKINNY_N = 1024
 
 COLUMNS = ("kind", "dtype", "size_bytes", "n", "level", "used_for", "seconds", "q1_s", "q3_s", "min_s", "reps",
            "gb_per_s", "gflop_per_s")
@@ -106,6 +129,104 @@ def qualifying_level(hw: Hardware, working_set: float) -> str | None:
     return None
 
 
+def host_caches(root: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> dict[int, tuple[int, int]]:
+    """This host's data caches from sysfs: level → (bytes per instance, CPUs sharing an instance); {} where
+    sysfs has no cache directory (not Linux)."""
+    out: dict[int, tuple[int, int]] = {}
+    for index in sorted(Path(root).glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = int((index / "level").read_text())
+            size = (index / "size").read_text().strip().upper()
+            shared = (index / "shared_cpu_list").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction":
+            continue
+        scale = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(size[-1:], 1)
+        nbytes = int(float(size.rstrip("KMG")) * scale)
+        cpus = 0
+        for part in shared.split(","):
+            lo, _, hi = part.partition("-")
+            cpus += int(hi or lo) - int(lo) + 1
+        out[level] = (nbytes, cpus)
+    return out
+
+
+def host_spec(base: Hardware, threads: int, caches: dict[int, tuple[int, int]] | None = None,
+              memory_bytes: float | None = None) -> tuple[Hardware, list[str]]:
+    """``base`` with this host's core count (the threads torch runs) and cache sizes (sysfs), and its memory size;
+    cache levels are matched by position (the spec's n-th level is the host's level n). Returns the spec and
+    notes saying what changed. The nominal bandwidths and peaks stay the base's: calibration measures them."""
+    from perfmodel.specs.base import validate
+
+    caches = host_caches() if caches is None else caches
+    data = base.to_dict()
+    notes = []
+    data["compute"]["units"] = int(threads)
+    names = [n for n in base.memory][:-1]
+    for i, name in enumerate(names, start=1):
+        if i not in caches:
+            continue
+        size, sharing = caches[i]
+        per_unit = sharing <= 1
+        lvl = data["memory"][name]
+        if lvl["capacity_bytes"] != size or bool(lvl.get("per_unit", False)) != per_unit:
+            notes.append(f"memory.{name}: {size / 1024:.0f} KiB {'per core' if per_unit else 'shared'} (sysfs)")
+        lvl["capacity_bytes"] = float(size)
+        lvl["per_unit"] = per_unit
+    if memory_bytes is None:
+        try:
+            meminfo = Path("/proc/meminfo").read_text().split()
+            memory_bytes = float(meminfo[meminfo.index("MemTotal:") + 1]) * 1024
+        except (OSError, ValueError, IndexError):
+            memory_bytes = None
+    if memory_bytes:
+        data["memory"][base.main_memory]["capacity_bytes"] = float(memory_bytes)
+    return validate(Hardware, data, f"host spec from {base.name}"), notes
+
+
+def effective_llc(hw: Hardware, table: pd.DataFrame) -> tuple[float | None, str | None]:
+    """Capacity the last-level cache really gives this process, from the bandwidth sweep: on a shared server
+    the other tenants hold much of it. Its plateau is the best bandwidth between twice the level below's capacity
+    and its nominal capacity; main memory's is the largest working set's. The effective capacity is the largest
+    working set still above the geometric mean of the two (all smaller ones too), × √2 (the edge lies between two
+    swept sizes); None when the sweep cannot tell or the nominal capacity holds."""
+    names = cache_level_names(hw)
+    if len(names) < 3:
+        return None, None
+    llc, below = names[-2], names[-3]
+    sweep = table[table.kind.isin(["copy", "read"])].sort_values("size_bytes")
+    lo, nominal = 2 * hw.level_capacity_bytes(below), hw.level_capacity_bytes(llc)
+    region = sweep[(sweep.size_bytes > lo) & (sweep.size_bytes <= nominal)]
+    if region.empty or sweep.size_bytes.max() <= nominal:
+        return None, None
+    plateau, floor = float(region.gb_per_s.max()), float(sweep.gb_per_s.iloc[-1])
+    if plateau <= 1.25 * floor:
+        return None, None
+    threshold = (plateau * floor) ** 0.5
+    held = 0.0
+    for row in sweep[sweep.size_bytes > lo].itertuples():
+        if row.gb_per_s < threshold:
+            break
+        held = float(row.size_bytes)
+    if not held or held * 2 ** 0.5 >= nominal:
+        return None, None
+    cap = held * 2 ** 0.5
+    return cap, (f"memory.{llc}: effective capacity {cap / 2**20:.0f} MiB of the nominal {nominal / 2**20:.0f} "
+                 f"MiB (bandwidth falls from {plateau:.3g} towards main memory's {floor:.3g} GB/s beyond "
+                 f"{held / 2**20:.0f} MiB)")
+
+
+def relabel(hw: Hardware, table: pd.DataFrame) -> pd.DataFrame:
+    """Recompute the sweep's ``level`` and ``used_for`` columns for ``hw`` (after its capacities changed)."""
+    table = table.copy()
+    sweep = table.kind.isin(["copy", "read"])
+    table.loc[sweep, "level"] = [level_of(hw, s) for s in table.loc[sweep, "size_bytes"]]
+    table.loc[sweep, "used_for"] = [qualifying_level(hw, s) or "" for s in table.loc[sweep, "size_bytes"]]
+    return table
+
+
 def run_microbenchmarks(device: str, hw: Hardware, *, quick: bool = False,
                         budget: mb.Budget | None = None) -> pd.DataFrame:
     """Run the copy sweep, the matmuls and the tiny ops on ``device``; one row per benchmark (``COLUMNS``)."""
@@ -116,18 +237,38 @@ def run_microbenchmarks(device: str, hw: Hardware, *, quick: bool = False,
         rows.append(_row(f"tiny_{name}", "fp32", 0, 0, "", "launch" if name == "add" else "", t))
     sizes = (QUICK_CPU_SIZES if device == "cpu" else QUICK_CUDA_SIZES) if quick else \
         (CPU_SIZES if device == "cpu" else CUDA_SIZES)
+    stream = STREAM[device]
+    bench = mb.read_bandwidth if stream == "read" else mb.copy_bandwidth
     for size in sizes:
-        t = mb.copy_bandwidth(device, size, budget)
-        rows.append(_row("copy", "fp32", size, 0, level_of(hw, size), qualifying_level(hw, size) or "", t,
+        t = bench(device, size, budget)
+        rows.append(_row(stream, "fp32", size, 0, level_of(hw, size), qualifying_level(hw, size) or "", t,
                          gb=size / t.median_s / 1e9))
     n = QUICK_MATMUL_N if quick else MATMUL_N[device]
     dtypes = ["fp32", "bf16"] if (device == "cuda" or mb.bf16_is_fast(device)) else ["fp32"]
     if device == "cuda":
         dtypes.append("fp16")
+    # Rates: each benchmark runs in ROUNDS interleaved rounds and keeps its median round, so that a burst of load
+    # from another process (or a clock excursion) during one round does not set a ceiling.
+    benches: list[tuple[str, str, int, int, str, Any]] = []
     for dtype in dtypes:
-        t, rate = mb.matmul_throughput(device, dtype, n, budget)
-        rows.append(_row("matmul", dtype, 3 * n * n * mb.element_bytes(dtype), n, "", _unit(dtype), t,
-                         gflop=rate / 1e9))
+        benches.append(("matmul", dtype, 3 * n * n * mb.element_bytes(dtype), n, _unit(dtype),
+                        lambda dtype=dtype: mb.matmul_throughput(device, dtype, n, budget)))
+    if device == "cpu":
+        # Few-row matmuls (the half-performance row count) and the softmax's exponentials.
+        sn = QUICK_MATMUL_N if quick else SKINNY_N
+        for dtype in dtypes:
+            benches.append(("skinny_matmul", dtype, (SKINNY_M + sn) * sn * mb.element_bytes(dtype), sn,
+                            "gemm_half_rows",
+                            lambda dtype=dtype: mb.skinny_matmul_throughput(device, dtype, SKINNY_M, sn, budget)))
+        benches.append(("exp", "fp32", 0, 1 << 18, "exps_per_s", lambda: mb.exp_throughput(device, budget=budget)))
+    rounds = 1 if quick else ROUNDS
+    results: list[list[tuple[mb.Timing, float]]] = [[] for _ in benches]
+    for _ in range(rounds):
+        for i, bench_ in enumerate(benches):
+            results[i].append(bench_[-1]())
+    for (kind, dtype, size, nn, used_for, _), runs in zip(benches, results):
+        t, rate = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
+        rows.append(_row(kind, dtype, size, nn, "", used_for, t, gflop=rate / 1e9))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
@@ -144,9 +285,11 @@ def _row(kind, dtype, size, n, level, used_for, t: mb.Timing, gb=float("nan"), g
 def bandwidth_ceilings(hw: Hardware, table: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
     """Measured bandwidth (B/s) of each level with clean copy sizes, nearest level never slower; plus notes."""
     notes: list[str] = []
-    tiny = table[table.kind == "tiny_copy"]
+    streams = table[table.kind.isin(["copy", "read"])]
+    kind = str(streams.kind.iloc[0]) if len(streams) else "copy"
+    tiny = table[table.kind == ("tiny_sum" if kind == "read" else "tiny_copy")]
     t0 = float(tiny.seconds.iloc[0]) if len(tiny) else 0.0
-    copies = table[table.kind == "copy"]
+    copies = streams
     measured: dict[str, float] = {}
     for name in cache_level_names(hw):
         sizes = copies[copies.used_for == name]
@@ -174,10 +317,21 @@ def bandwidth_ceilings(hw: Hardware, table: pd.DataFrame) -> tuple[dict[str, flo
     return measured, notes
 
 
-def build_spec(base: Hardware, table: pd.DataFrame, *, device: str, name: str, sidecar: str) -> Calibration:
+def half_rows(table: pd.DataFrame, square: dict[str, float]) -> dict[str, float]:
+    """Hockney's half-performance row count per dtype from the skinny matmuls: rate(m) = rate(∞)·m/(m + m½), so
+    m½ = m·(rate(∞)/rate(m) − 1), with the square matmul's rate as rate(∞)."""
+    out = {}
+    for row in table[table.kind == "skinny_matmul"].itertuples():
+        if row.dtype in square and row.gflop_per_s > 0:
+            out[row.dtype] = round(max(SKINNY_M * (square[row.dtype] / (row.gflop_per_s * 1e9) - 1.0), 0.0), 3)
+    return out
+
+
+def build_spec(base: Hardware, table: pd.DataFrame, *, device: str, name: str, sidecar: str,
+               extra_notes: list[str] | None = None) -> Calibration:
     """The calibrated spec: ``base`` with measured efficiency (and nominal peaks raised where beaten)."""
     data = base.to_dict()
-    notes: list[str] = []
+    notes: list[str] = list(extra_notes or [])
     raised: list[str] = []
     eff = dict(data.get("efficiency", {}))
     memory = dict(eff.get("memory", {}))
@@ -217,6 +371,15 @@ def build_spec(base: Hardware, table: pd.DataFrame, *, device: str, name: str, s
     launch = float(tiny["tiny_add"])
     eff["launch_s"] = launch
     eff["attention_overhead_s"] = max(0.0, float(tiny.get("tiny_attention", launch)) - launch)
+    if "tiny_decode_attention" in tiny:  # a CPU: the kernels its attention rows run (microbench.tiny_op_times)
+        eff["attention_overhead_s"] = max(0.0, float(tiny["tiny_decode_attention"]) - launch)
+        eff["prefill_attention_overhead_s"] = max(0.0, float(tiny["tiny_prefill_attention"]) - launch)
+    half = half_rows(table, flops)
+    if half:
+        eff["gemm_half_rows"] = half
+    exps = table[table.kind == "exp"]
+    if len(exps):
+        eff["exps_per_s"] = float(exps.gflop_per_s.iloc[0]) * 1e9
 
     import torch
 
@@ -269,8 +432,25 @@ def calibrate(device: str = "cpu", base: str | Path | Hardware | None = None, *,
         raise ValueError(f"calibrate --device {device}: base spec {hw.name!r} is kind {hw.kind!r}, "
                          f"expected a {expected_kind} spec")
     out = Path(output) if output is not None else Path(f"{hw.name}-calibrated.yaml")
+    host_notes: list[str] = []
+    if device == "cpu":
+        import torch
+
+        hw, host_notes = host_spec(hw, torch.get_num_threads())
     table = run_microbenchmarks(device, hw, quick=quick, budget=budget)
-    return build_spec(hw, table, device=device, name=name or out.stem, sidecar=sidecar_path(out).name)
+    if device == "cpu":
+        cap, note = effective_llc(hw, table)
+        if cap is not None:
+            data = hw.to_dict()
+            data["memory"][cache_level_names(hw)[-2]]["capacity_bytes"] = cap
+            from perfmodel.specs.base import validate
+
+            hw = validate(Hardware, data, f"host spec from {hw.name}")
+            table = relabel(hw, table)
+            host_notes.append(note)
+    cal = build_spec(hw, table, device=device, name=name or out.stem, sidecar=sidecar_path(out).name,
+                     extra_notes=host_notes)
+    return cal
 
 
 def write_calibration(cal: Calibration, path: str | Path) -> tuple[Path, Path]:

@@ -344,6 +344,41 @@ def copy_bandwidth(device: str, working_set_bytes: int, budget: Budget = DEFAULT
     return kernel_timer_for(device)([lambda: dst.copy_(src)], budget)
 
 
+def read_bandwidth(device: str, working_set_bytes: int, budget: Budget = DEFAULT_BUDGET) -> Timing:
+    """Time ``torch.sum`` of one fp32 buffer of ``working_set_bytes``: a read-only stream, the access pattern of
+    the kernels that dominate inference (a GEMV's weights, an attention's KV cache), with no write-allocate
+    traffic. The buffer is summed again and again, so it stays in the nearest level that holds it."""
+    import torch
+
+    n = max(1, working_set_bytes // 4)
+    src = torch.empty(n, dtype=torch.float32, device=device)
+    src.uniform_(0.5, 1.5)
+    return kernel_timer_for(device)([lambda: src.sum()], budget)
+
+
+def skinny_matmul_throughput(device: str, dtype: str, m: int, n: int,
+                             budget: Budget = DEFAULT_BUDGET) -> tuple[Timing, float]:
+    """Time ``F.linear`` of an m-row input against an n×n weight (m ≪ n); returns (timing, FLOP/s) with
+    FLOPs = 2·m·n². With few rows a CPU's matmul microkernel cannot fill its register tile and reuses each
+    loaded weight only m times: the rate against the square product's gives the half-performance row count."""
+    import torch.nn.functional as F
+
+    x, w = random_tensor((m, n), dtype, device), random_tensor((n, n), dtype, device, scale=n ** -0.5)
+    timing = kernel_timer_for(device)([lambda: F.linear(x, w)], budget)
+    return timing, 2.0 * m * n * n / timing.median_s
+
+
+def exp_throughput(device: str, n: int = 1 << 18, budget: Budget = DEFAULT_BUDGET) -> tuple[Timing, float]:
+    """Time ``torch.exp(x, out=y)`` over n fp32 values that stay in cache; returns (timing, exponentials/s): the
+    rate of a softmax's exponentials on the vector units."""
+    import torch
+
+    x = random_tensor((n,), "fp32", device)
+    y = torch.empty_like(x)
+    timing = kernel_timer_for(device)([lambda: torch.exp(x, out=y)], budget)
+    return timing, n / timing.median_s
+
+
 def tiny_op_times(device: str, budget: Budget = DEFAULT_BUDGET) -> dict[str, Timing]:
     """Fixed costs of one call: ops on 1-element (or tiny) tensors, where there is nothing to do but dispatch.
 
@@ -360,8 +395,21 @@ def tiny_op_times(device: str, budget: Budget = DEFAULT_BUDGET) -> dict[str, Tim
     x, y = random_tensor((1,), "fp32", device), random_tensor((1,), "fp32", device)
     z = torch.empty_like(x)
     q = random_tensor((1, 1, 1, 8), "bf16" if device == "cuda" else "fp32", device)
-    return {
+    out = {
         "add": timer([lambda: torch.add(x, y, out=z)], budget),
         "copy": kernel_timer_for(device)([lambda: z.copy_(x)], budget),
+        "sum": kernel_timer_for(device)([lambda: x.sum()], budget),
         "attention": timer([lambda: F.scaled_dot_product_attention(q, q, q)], budget),
     }
+    if device == "cpu":
+        # The kernels a CPU runs for attention (perfmodel measure): decode through perfmodel's grouped-query
+        # reference (several torch ops: scores, scale, softmax, weighted sum), prefill through SDPA's causal
+        # flash kernel. One query / two queries over width-8 heads: nothing to do but the fixed cost.
+        from perfmodel.kernels.decode_attention import decode_attention
+
+        qd, kd = random_tensor((1, 2, 8), "fp32", device), random_tensor((1, 1, 2, 8), "fp32", device)
+        qp, kp = random_tensor((1, 1, 2, 8), "fp32", device), random_tensor((1, 1, 2, 8), "fp32", device)
+        out["decode_attention"] = timer([lambda: decode_attention(qd, kd, kd)], budget)
+        out["prefill_attention"] = timer([lambda: F.scaled_dot_product_attention(qp, kp, kp, is_causal=True)],
+                                         budget)
+    return out

@@ -73,15 +73,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
                     "bandwidth_bytes_per_s": result.bandwidth, "matmul_flops": result.flops,
                     "launch_s": result.launch_s, "efficiency": eff.model_dump(mode="json")})
         return 0
-    rows = [[lv, result.bandwidth[lv] / 1e9 if lv in result.bandwidth else None,
+    rows = [[lv, hw.level_capacity_bytes(lv) / 2 ** 20, result.bandwidth[lv] / 1e9 if lv in result.bandwidth else None,
              hw.memory[lv].bandwidth_bytes_per_s / 1e9, eff.memory_fraction(lv)] for lv in hw.memory]
-    print(table(rows, ["level", "measured_GB/s", "nominal_GB/s", "efficiency"]))
+    print(table(rows, ["level", "capacity_MiB", "measured_GB/s", "nominal_GB/s", "efficiency"]))
     print()
     rows = [[dt, rate / 1e9, hw.compute.peak_flops(dt, "vector" if dt == "fp32" else "tensor") / 1e9]
             for dt, rate in result.flops.items()]
     print(table(rows, ["matmul", "measured_GFLOP/s", "nominal_GFLOP/s"]))
     print(f"\nefficiency: tensor {eff.tensor:.3f}, vector {eff.vector:.3f}, launch {eff.launch_s * 1e6:.2f} us, "
           f"attention overhead {eff.attention_overhead_s * 1e6:.2f} us")
+    if eff.gemm_half_rows or eff.exps_per_s:
+        half = ", ".join(f"{dt} {v:.1f}" for dt, v in eff.gemm_half_rows.items())
+        print(f"half-performance rows (matmul): {half or 'n/a'}; exponentials "
+              f"{(eff.exps_per_s or 0) / 1e9:.2f} G/s; prefill attention overhead "
+              f"{eff.prefill_attention_overhead_s * 1e6:.2f} us")
     for note in result.notes:
         print(f"note: {note}")
     print(f"wrote {yaml_path} and {csv_path} in {wall:.1f} s")

@@ -177,6 +177,10 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
 
     if hw.kind == "gpu" and len(levels) >= 2:
         compute, overhead = _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_bytes, per_op)
+    elif hw.kind == "cpu":
+        from perfmodel.engines import cpu  # few-row matmuls, exponentials, flash blocks (cpu.py)
+
+        compute, overhead = cpu.compute_times(op_list, hw, compute, overhead, level_bytes)
 
     # Collectives run on the interconnect instead: bytes over the link + one link latency per ring step.
     is_comm = per_op([op.kind == "allreduce" for op in op_list]).astype(bool)

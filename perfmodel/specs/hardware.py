@@ -94,10 +94,23 @@ class Efficiency(Spec):
     attention_cta_bytes_per_s: float | None = Field(
         None, gt=0, description="bandwidth one decode-attention CTA sustains (bytes in flight / latency); "
                                 "default: no limit below the memory level's (B/s)")
+    gemm_half_rows: dict[str, float] = Field(
+        default_factory=dict, description="CPU only, per dtype: rows m at which a matmul of m rows reaches half its "
+                                          "large-matmul rate (Hockney's half-performance length: rate = "
+                                          "peak·m/(m + m½)); a dtype not listed takes fp32's; default: no small-m "
+                                          "penalty (perfmodel/engines/cpu.py)")
+    exps_per_s: float | None = Field(
+        None, gt=0, description="exponentials per second a softmax sustains on the whole device; default: the fp32 "
+                                "vector rate / 16 on a GPU (special-function units), / 64 on a CPU (a vectorised "
+                                "polynomial)")
     note: str = Field("datasheet defaults, not calibrated", description="how these numbers were obtained")
 
     def memory_fraction(self, level: str) -> float:
         return self.memory.get(level, 0.8)
+
+    def half_rows(self, dtype: str) -> float:
+        """``gemm_half_rows`` of ``dtype`` (fp32's where the dtype has none; 0 where neither is set)."""
+        return self.gemm_half_rows.get(dtype, self.gemm_half_rows.get("fp32", 0.0))
 
 
 class Hardware(Spec):

@@ -1,0 +1,120 @@
+"""CPU terms of the analytic engine: how a CPU's matmul and attention kernels fall short of the vector peak.
+
+A GPU loses time to waves of tiles (tiling.py); a CPU loses it inside each core, in three ways this module
+models, each with a number that ``perfmodel calibrate --device cpu`` measures by a microbenchmark:
+
+- **Few rows.** A CPU matmul microkernel keeps an mr×nr block of C in registers and reuses every weight it
+  loads once per row of the block. With m rows (m < mr, or m not much larger), the loads are amortised over few
+  FMAs and the rate falls as Hockney's half-performance law for vector machines:
+      rate(m) = peak · m / (m + m½)       ⇔   t = 2·n·k·(m + m½) / peak
+  with m½ (``efficiency.gemm_half_rows``, per dtype) measured from a skinny matmul against a square one. One row
+  (m = 1) of a plain matmul is a GEMV: libraries run a separate dot-product kernel, streamed from memory, and no
+  such penalty applies; a batched matmul has no such special case.
+- **Exponentials.** A softmax's exponentials are a vectorised polynomial on the FMA units, tens of
+  instructions per vector: ``efficiency.exps_per_s`` (``torch.exp`` over a cached buffer), by default the fp32
+  vector rate / 64.
+- **Blocks of attention.** Decode attention (one query per sequence) runs as two batched matmuls whose rows are
+  the query heads sharing a KV head (g = heads / kv_heads): a skinny matmul of g rows, one row for MHA. Prefill runs PyTorch's
+  CPU flash-attention kernel, which tiles queries in blocks of 32, 64 or 256 rows (query length < 192, < 768,
+  ≥ 768) and keys in blocks of 512, and computes whole key blocks: under a causal mask every query block also
+  computes the masked part of the key block the diagonal crosses. Work counts the pairs computed, at the rate
+  of a matmul with the query block's rows.
+
+Everything broadcasts over a sweep grid, like the rest of the analytic engine.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from perfmodel.ops import Op
+from perfmodel.specs.hardware import Hardware
+
+#: PyTorch's CPU flash attention: query block rows by query length, and the key block
+FLASH_Q_SPLITS = ((768, 256), (192, 64), (0, 32))
+FLASH_KV_SPLIT = 512
+#: default exponentials per fp32 vector FLOP/s: a vectorised exp costs about 32 FMA-equivalent instructions
+DEFAULT_EXP_COST_FLOPS = 64.0
+
+
+def matmul_rate(op: Op, hw: Hardware) -> float:
+    """Attainable matmul FLOP/s of ``op``'s dtype: the tensor peak × ``efficiency.tensor`` where the dtype has a
+    matrix-instruction peak (bf16 dot products), else the vector peak × ``efficiency.vector`` (fp32 FMAs): the
+    two rates calibration measures with square matmuls."""
+    eff = hw.efficiency
+    if op.dtype in hw.compute.tensor_flops:
+        return hw.compute.tensor_flops[op.dtype] * eff.tensor
+    return hw.compute.peak_flops(op.dtype, "vector") * eff.vector
+
+
+def exp_rate(hw: Hardware) -> float:
+    """Exponentials per second on the whole CPU (``efficiency.exps_per_s``, else the fp32 vector rate / 64)."""
+    if hw.efficiency.exps_per_s:
+        return hw.efficiency.exps_per_s
+    return hw.compute.peak_flops("fp32", "vector") * hw.efficiency.vector / DEFAULT_EXP_COST_FLOPS
+
+
+def row_factor(rows: Any, half_rows: float, gemv: bool = True) -> Any:
+    """Work multiplier of a matmul with ``rows`` rows: (rows + m½) / rows; 1 for one row of a plain matmul (a
+    GEMV) when ``gemv``."""
+    rows = np.maximum(np.asarray(rows, dtype=float), 1.0)
+    factor = (rows + half_rows) / rows
+    return np.where(rows > 1, factor, 1.0) if gemv else factor
+
+
+def flash_q_split(q_len: Any) -> Any:
+    """Query block rows of PyTorch's CPU flash attention for a query length (never more than the queries)."""
+    q_len = np.asarray(q_len, dtype=float)
+    split = np.select([q_len >= lo for lo, _ in FLASH_Q_SPLITS], [s for _, s in FLASH_Q_SPLITS])
+    return np.minimum(split, q_len)
+
+
+def flash_pairs(q_len: Any, kv_len: Any, mask: str) -> Any:
+    """(query, key) pairs the CPU flash kernel computes, per (batch, head): whole key blocks of 512 (fewer at the
+    end of the sequence) up to the last key each query block sees. The queries are the last q_len positions of a
+    kv_len-long sequence; without a causal mask every query block sees every key."""
+    q_len = np.asarray(q_len, dtype=float)
+    kv_len = np.asarray(kv_len, dtype=float)
+    if mask != "causal":
+        return q_len * kv_len
+    qs = flash_q_split(q_len)
+    offset = kv_len - q_len
+    blocks = np.ceil(q_len / np.maximum(qs, 1))
+    total = np.zeros(np.broadcast_shapes(q_len.shape, kv_len.shape))
+    for j in range(int(np.max(blocks)) if blocks.size else 0):
+        rows = np.clip(q_len - j * qs, 0, qs)
+        seen = offset + np.minimum((j + 1) * qs, q_len)  # keys visible to the block's last row
+        keys = np.minimum(np.ceil(seen / FLASH_KV_SPLIT) * FLASH_KV_SPLIT, kv_len)
+        total = total + np.where(j < blocks, rows * keys, 0.0)
+    return total
+
+
+def compute_times(op_list: Sequence[Op], hw: Hardware, compute: np.ndarray, overhead: np.ndarray,
+                  level_bytes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Replace the compute term of CPU matmuls and attention (see the module docstring) and add attention's
+    fixed costs; returns (compute, overhead) with the shape of the inputs (n_ops, *grid)."""
+    eff = hw.efficiency
+    exps_per_s = exp_rate(hw)
+    compute = compute.copy()
+    overhead = overhead.copy()
+    for i, op in enumerate(op_list):
+        if op.kind not in ("gemm", "attention"):
+            continue
+        rate = matmul_rate(op, hw)
+        half = eff.half_rows(op.dtype)
+        vec = np.asarray(op.vector_flops, dtype=float) / (hw.compute.peak_flops(op.dtype, "vector") * eff.vector)
+        sh = op.shape
+        if op.kind == "gemm":
+            compute[i] = np.asarray(op.flops, dtype=float) / rate * row_factor(sh["m"], half) + vec
+            continue
+        batch, heads, d = (np.asarray(sh[k], dtype=float) for k in ("batch", "heads", "head_dim"))
+        q_len, kv_len = np.asarray(sh["q_len"], dtype=float), np.asarray(sh["kv_len"], dtype=float)
+        group = heads / np.asarray(sh["kv_heads"], dtype=float)
+        exact_pairs = np.asarray(op.flops, dtype=float) / (4.0 * batch * heads * d)
+        pairs = np.where(q_len > 1, flash_pairs(q_len, kv_len, sh.get("mask", "causal")), exact_pairs)
+        rows = np.where(q_len > 1, flash_q_split(q_len), group)
+        matmul = 4.0 * batch * heads * d * pairs / rate * row_factor(rows, half, gemv=False)
+        compute[i] = matmul + batch * heads * pairs / exps_per_s + vec
+        overhead[i] = overhead[i] + np.where(q_len > 1, eff.prefill_attention_overhead_s, eff.attention_overhead_s)
+    return compute, overhead
