@@ -104,3 +104,21 @@ def test_default_exp_rate_is_a_vector_polynomial():
     hw = host()
     assert cpu.exp_rate(hw) == pytest.approx(hw.compute.peak_flops("fp32", "vector") / cpu.DEFAULT_EXP_COST_FLOPS)
     assert cpu.exp_rate(host(exps=3e9)) == 3e9
+
+
+def test_activation_exponentials_and_first_touch():
+    hw = host(exps=1e9, page_fault_bytes_per_s=4e9)
+    small = ops.elementwise("silu", 16, 4096, "fp32", inputs=1, outputs=1, flops_per_element=4, variant="silu")
+    add = ops.elementwise("add", 16, 4096, "fp32", inputs=2, outputs=1, flops_per_element=1, variant="add")
+    t = analytic.time_ops([small, add], hw)
+    vec = hw.compute.peak_flops("fp32", "vector")
+    assert t.compute[0] == pytest.approx(16 * 4096 * 4 / vec + 16 * 4096 / 1e9)
+    assert t.compute[1] == pytest.approx(16 * 4096 / vec)
+    # a fresh output above glibc's mmap threshold pays its first touch; below it, or reused, nothing
+    big = ops.elementwise("mul", 4096, 14336, "fp32", inputs=2, outputs=1, flops_per_element=1, variant="mul")
+    fresh = type(big)(**{**big.__dict__, "shape": {**big.shape, "fresh_output": True}})
+    reused, touched = analytic.time_ops([big, fresh], hw).overhead
+    assert touched - reused == pytest.approx(4096 * 14336 * 4 / 4e9)
+    small_fresh = type(add)(**{**add.__dict__, "shape": {**add.shape, "fresh_output": True}})
+    both = analytic.time_ops([add, small_fresh], hw).overhead
+    assert both[0] == both[1]

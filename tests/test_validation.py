@@ -99,3 +99,25 @@ def test_cpu_loop_end_to_end(tmp_path, capsys):
     assert errors["overall"]["n"] > 0
     for stats in errors["by_op"].values():
         assert math.isfinite(stats["median_ape_pct"]) and stats["median_ape_pct"] >= 0
+
+
+def test_eager_kernels_of_the_measurement_runner():
+    import pandas as pd
+
+    from perfmodel.validation.compare import row_ops
+
+    def rows(op, variant, dtype="fp32", device="cpu", **shape):
+        d = {"hardware": "cpu-generic", "op": op, "dtype": dtype, "variant": variant, "measured_s": 1e-3,
+             "source": f"perfmodel-measure:{device}:host:torch=2:rot=1", **shape}
+        return row_ops(pd.DataFrame([d]))
+
+    silu = rows("elementwise", "silu_mul", m=8, n=64)
+    assert [o.name for o in silu] == ["silu", "mul"]
+    assert silu[0].shape["fresh_output"] and not silu[1].shape["fresh_output"]
+    assert not rows("elementwise", "add", m=8, n=64)[0].shape["fresh_output"]
+    norm = rows("norm", "rmsnorm", dtype="bf16", m=8, n=64)
+    assert [o.name for o in norm][0] == "upcast" and norm[-1].name == "downcast"
+    assert all(o.dtype == "fp32" for o in norm)
+    assert len(rows("norm", "rmsnorm", device="cuda", m=8, n=64)) == 1  # fused on CUDA
+    gemm = rows("gemm", "", m=4, n=64, k=64)
+    assert len(gemm) == 1 and gemm[0].shape["fresh_output"]

@@ -20,7 +20,8 @@ measures (DESIGN.md: "never fit per shape to a validation row"):
   ``efficiency.gemm_half_rows``, Hockney's half-performance row count m½ = m·(rate(∞)/rate(m) − 1); and
   ``torch.exp`` over a cached buffer → ``efficiency.exps_per_s``. The matmuls and the exponentials run in
   three interleaved rounds and keep their median round: a burst of load from another process during one round
-  must not set a ceiling.
+  must not set a ceiling. Last, ``fill_`` of a fresh 128 MiB allocation against a reused one →
+  ``efficiency.page_fault_bytes_per_s``, the first-touch cost of new pages from the kernel.
 
 On a CPU the spec starts from the host itself: the core count is the number of threads torch runs, the cache
 sizes come from sysfs (``/sys/devices/system/cpu/cpu0/cache``) and main memory's from ``/proc/meminfo``. A
@@ -76,6 +77,8 @@ MIN_DATA_SHARE = 0.25
 STREAM = {"cpu": "read", "cuda": "copy"}
 #: the skinny matmul of the half-performance row count: SKINNY_M rows against an SKINNY_N² weight (cached)
 SKINNY_M = 16
+#: the first-touch benchmark's buffer: well above glibc's largest mmap threshold (32 MiB)
+FIRST_TOUCH_BYTES = 128 << 20
 #: interleaved rounds of the rate benchmarks (matmuls, exponentials); each keeps its median round
 ROUNDS = 3
 SKINNY_N = 1024
@@ -261,6 +264,12 @@ def run_microbenchmarks(device: str, hw: Hardware, *, quick: bool = False,
                             "gemm_half_rows",
                             lambda dtype=dtype: mb.skinny_matmul_throughput(device, dtype, SKINNY_M, sn, budget)))
         benches.append(("exp", "fp32", 0, 1 << 18, "exps_per_s", lambda: mb.exp_throughput(device, budget=budget)))
+        if not quick:
+            fresh, reused = mb.first_touch(device, FIRST_TOUCH_BYTES, budget)
+            rows.append(_row("fill_fresh", "fp32", FIRST_TOUCH_BYTES, 0, "", "page_fault_bytes_per_s", fresh,
+                             gb=FIRST_TOUCH_BYTES / fresh.median_s / 1e9))
+            rows.append(_row("fill_reused", "fp32", FIRST_TOUCH_BYTES, 0, "", "page_fault_bytes_per_s", reused,
+                             gb=FIRST_TOUCH_BYTES / reused.median_s / 1e9))
     rounds = 1 if quick else ROUNDS
     results: list[list[tuple[mb.Timing, float]]] = [[] for _ in benches]
     for _ in range(rounds):
@@ -380,6 +389,13 @@ def build_spec(base: Hardware, table: pd.DataFrame, *, device: str, name: str, s
     exps = table[table.kind == "exp"]
     if len(exps):
         eff["exps_per_s"] = float(exps.gflop_per_s.iloc[0]) * 1e9
+    fresh, reused = table[table.kind == "fill_fresh"], table[table.kind == "fill_reused"]
+    if len(fresh) and len(reused):
+        extra = float(fresh.seconds.iloc[0]) - float(reused.seconds.iloc[0])
+        if extra > 0:
+            eff["page_fault_bytes_per_s"] = float(fresh.size_bytes.iloc[0]) / extra
+        else:
+            notes.append("first touch of a fresh allocation cost nothing measurable: page faults not charged")
 
     import torch
 

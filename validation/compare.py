@@ -78,11 +78,52 @@ def row_ops(df: pd.DataFrame) -> list[Op]:
         raise ValueError(f"measurement row op {kind!r}: expected gemm, attention, norm, elementwise or embedding")
     factor = np.array([reuse_factor(s, kind) for s in df["source"].astype(str)])
     op = replace(op, reuse_bytes=factor * op.bytes)
+    source = str(df["source"].iloc[0])
+    if source.startswith("perfmodel-measure"):
+        return eager_kernels(op, kind, variant, dtype, device=source.split(":")[1], factor=factor)
     if kind == "attention" and df["source"].astype(str).str.startswith("aiconfigurator").all():
         tokens = _num(df, "batch") * _num(df, "q_len")
         write = ops.elementwise("kv_cache_write", tokens, 2 * _num(df, "kv_heads") * _num(df, "head_dim"), dtype,
                                 inputs=1, outputs=1, flops_per_element=0, variant="copy")
         return [op, write]
+    return [op]
+
+
+def eager_kernels(op: Op, kind: str, variant: str, dtype: str, *, device: str, factor: Any) -> list[Op]:
+    """The kernels eager PyTorch runs for one row of ``perfmodel measure`` (validation/measure.py), as ops.
+
+    ``F.linear`` and attention allocate their outputs (``fresh_output``: on a CPU, first touch of new pages
+    when large, perfmodel/engines/cpu.py). ``silu_mul`` is two kernels, SiLU into a fresh temporary and
+    ``mul(out=)``; ``add`` writes into its ``out=`` buffer. ``F.rms_norm`` on a CPU is composite: square into a
+    temporary, a row sum, two small ops on the per-row scale, the scaling into a temporary, the weight into the
+    output (bf16 inputs are upcast to fp32 first and the result cast back); on CUDA it is one fused kernel.
+    """
+    tokens, width = op.shape.get("tokens"), op.shape.get("width")
+
+    def ew(name, inputs, outputs, flops, var="", fresh=True, dt=dtype, rows=None, cols=None):
+        e = ops.elementwise(name, tokens if rows is None else rows, width if cols is None else cols, dt,
+                            inputs=inputs, outputs=outputs, flops_per_element=flops, variant=var)
+        e = replace(e, reuse_bytes=factor * e.bytes)
+        return replace(e, shape={**e.shape, "fresh_output": fresh})
+
+    if kind in ("gemm", "attention"):
+        return [replace(op, shape={**op.shape, "fresh_output": True})]
+    if kind == "elementwise" and variant == "silu_mul":
+        return [ew("silu", 1, 1, 4, "silu"), ew("mul", 2, 1, 1, fresh=False)]
+    if kind == "elementwise":
+        return [replace(op, shape={**op.shape, "fresh_output": variant != "add"})]
+    if kind == "norm" and device == "cpu":
+        kernels = []
+        inner = "fp32" if dtype in ("bf16", "fp16") else dtype
+        if inner != dtype:
+            kernels.append(ew("upcast", 0.5, 1, 0, dt=inner))  # reads bf16, writes fp32
+        kernels += [ew("square", 1, 1, 1, dt=inner),
+                    ew("row_sum", 1, 0, 1, dt=inner, fresh=False),
+                    ew("eps_add", 1, 1, 1, dt=inner, cols=1), ew("rsqrt", 1, 1, 1, dt=inner, cols=1),
+                    ew("scale", 1, 1, 1, dt=inner), ew("weight", 1, 1, 1, dt=inner)]
+        if inner != dtype:
+            kernels.append(ew("downcast", 1, 0.5, 0, dt=inner))
+        return kernels
     return [op]
 
 

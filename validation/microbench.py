@@ -379,6 +379,21 @@ def exp_throughput(device: str, n: int = 1 << 18, budget: Budget = DEFAULT_BUDGE
     return timing, n / timing.median_s
 
 
+def first_touch(device: str, nbytes: int = 128 << 20, budget: Budget = DEFAULT_BUDGET) -> tuple[Timing, Timing]:
+    """Time writing ``nbytes`` into a fresh allocation (``torch.empty(...).fill_``) and into a reused buffer
+    (``fill_``): (fresh, reused). Above the C allocator's mmap threshold every fresh allocation is new pages from
+    the kernel, and its first touch takes a page fault and the zeroing of each page; the difference is that cost."""
+    import torch
+
+    n = max(1, nbytes // 4)
+    buf = torch.empty(n, dtype=torch.float32, device=device)
+    buf.fill_(0.5)
+    timer = kernel_timer_for(device)
+    fresh = timer([lambda: torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)], budget)
+    reused = timer([lambda: buf.fill_(1.0)], budget)
+    return fresh, reused
+
+
 def tiny_op_times(device: str, budget: Budget = DEFAULT_BUDGET) -> dict[str, Timing]:
     """Fixed costs of one call: ops on 1-element (or tiny) tensors, where there is nothing to do but dispatch.
 

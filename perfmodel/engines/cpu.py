@@ -20,6 +20,16 @@ models, each with a number that ``perfmodel calibrate --device cpu`` measures by
   computes the masked part of the key block the diagonal crosses. Work counts the pairs computed, at the rate
   of a matmul with the query block's rows.
 
+Two more costs of eager PyTorch on a CPU:
+
+- **Exponentials of activations.** SiLU, GELU, sigmoid and softmax elementwise ops take one exponential per
+  element at the same rate.
+- **First touch.** An output larger than the C allocator's mmap threshold (glibc: at most 32 MiB) is new pages
+  from the kernel on every call; each takes a page fault and is zeroed before the op writes it:
+  ``write_bytes / efficiency.page_fault_bytes_per_s`` on top of the op's time, for ops marked as writing a fresh
+  allocation (``shape['fresh_output']``: the measurement table's eager kernels; a serving engine reuses its
+  buffers, so the workloads' op lists mark none).
+
 Everything broadcasts over a sweep grid, like the rest of the analytic engine.
 """
 from __future__ import annotations
@@ -34,6 +44,10 @@ from perfmodel.specs.hardware import Hardware
 #: PyTorch's CPU flash attention: query block rows by query length, and the key block
 FLASH_Q_SPLITS = ((768, 256), (192, 64), (0, 32))
 FLASH_KV_SPLIT = 512
+#: elementwise variants with one exponential per element
+EXP_VARIANTS = frozenset({"silu", "silu_mul", "gelu", "sigmoid", "softmax"})
+#: glibc malloc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): larger blocks are always mapped
+MMAP_THRESHOLD_BYTES = 32 * 2 ** 20
 #: default exponentials per fp32 vector FLOP/s: a vectorised exp costs about 32 FMA-equivalent instructions
 DEFAULT_EXP_COST_FLOPS = 64.0
 
@@ -99,6 +113,14 @@ def compute_times(op_list: Sequence[Op], hw: Hardware, compute: np.ndarray, over
     compute = compute.copy()
     overhead = overhead.copy()
     for i, op in enumerate(op_list):
+        if op.shape.get("fresh_output") and eff.page_fault_bytes_per_s:
+            written = np.asarray(op.write_bytes, dtype=float)
+            overhead[i] = overhead[i] + np.where(written > MMAP_THRESHOLD_BYTES,
+                                                 written / eff.page_fault_bytes_per_s, 0.0)
+        if op.kind == "elementwise" and op.shape.get("variant") in EXP_VARIANTS:
+            elements = np.asarray(op.shape["tokens"], dtype=float) * np.asarray(op.shape["width"], dtype=float)
+            compute[i] = compute[i] + elements / exps_per_s
+            continue
         if op.kind not in ("gemm", "attention"):
             continue
         rate = matmul_rate(op, hw)

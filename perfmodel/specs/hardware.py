@@ -103,6 +103,10 @@ class Efficiency(Spec):
         None, gt=0, description="exponentials per second a softmax sustains on the whole device; default: the fp32 "
                                 "vector rate / 16 on a GPU (special-function units), / 64 on a CPU (a vectorised "
                                 "polynomial)")
+    page_fault_bytes_per_s: float | None = Field(
+        None, gt=0, description="CPU only: bytes per second of first touch of a fresh allocation above the C "
+                                "allocator's mmap threshold (page faults + zeroing), charged to ops that write a "
+                                "fresh allocation (shape['fresh_output']); default: not charged")
     note: str = Field("datasheet defaults, not calibrated", description="how these numbers were obtained")
 
     def memory_fraction(self, level: str) -> float:
