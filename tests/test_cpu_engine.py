@@ -122,3 +122,21 @@ def test_activation_exponentials_and_first_touch():
     small_fresh = type(add)(**{**add.__dict__, "shape": {**add.shape, "fresh_output": True}})
     both = analytic.time_ops([add, small_fresh], hw).overhead
     assert both[0] == both[1]
+
+
+def test_event_engine_charges_the_same_cpu_work():
+    from perfmodel.engines import event
+
+    hw = host(half={"fp32": 24.0}, exps=2e9, attention_overhead_s=3e-5)
+    op_list = [ops.gemm("g", 16, 2048, 2048, "fp32"),
+               ops.attention("a", 1, 1, 8192, 32, 8, 128, mask="bidirectional", dtype="fp32"),
+               ops.attention("p", 1, 1024, 1024, 32, 8, 128, mask="causal", dtype="fp32")]
+    a = analytic.time_ops(op_list, hw)
+    e = event.time_ops(op_list, hw)
+    assert np.allclose(e.compute, a.compute, rtol=1e-9)
+    # large compute-bound work: the simulated time is the analytic one up to the fill and tail terms
+    assert np.allclose(e.time, a.time, rtol=0.05)
+    # and a GPU's kernels are left alone
+    h100 = load_hardware("h100-sxm")
+    from perfmodel.engines.event_tiling import kernel_for
+    assert cpu.adjust_kernel(kernel_for(op_list[0], h100), op_list[0], h100) == kernel_for(op_list[0], h100)

@@ -140,3 +140,25 @@ def compute_times(op_list: Sequence[Op], hw: Hardware, compute: np.ndarray, over
         compute[i] = matmul + batch * heads * pairs / exps_per_s + vec
         overhead[i] = overhead[i] + np.where(q_len > 1, eff.prefill_attention_overhead_s, eff.attention_overhead_s)
     return compute, overhead
+
+
+def adjust_kernel(kernel: Any, op: Op, hw: Hardware) -> Any:
+    """The event engine's kernel of ``op`` with this module's CPU terms, so that both engines charge the same
+    work: every tile's compute scaled so that the kernel's total equals :func:`compute_times`' compute term
+    (the same work spread over the same tiles), and the fixed costs it adds (attention overheads, first touch)
+    appended to the kernel's tail. Kernels of a GPU, or of ops this module leaves alone, come back unchanged."""
+    from dataclasses import replace
+
+    touched = op.kind in ("gemm", "attention") or op.shape.get("fresh_output") or (
+        op.kind == "elementwise" and op.shape.get("variant") in EXP_VARIANTS)
+    if hw.kind != "cpu" or not touched:
+        return kernel
+    eff = hw.efficiency
+    unit_eff = eff.tensor if op.unit == "tensor" else eff.vector
+    plain = (float(op.flops) / (hw.compute.peak_flops(op.dtype, op.unit) * unit_eff)
+             + float(op.vector_flops) / (hw.compute.peak_flops(op.dtype, "vector") * eff.vector))
+    compute, extra = compute_times([op], hw, np.array([plain]), np.zeros(1), {})
+    total = kernel.total_compute_s() / hw.compute.units
+    scale = float(compute[0]) / total if total > 0 else 1.0
+    tiles = tuple(replace(c, compute_s=c.compute_s * scale) for c in kernel.tiles) if total > 0 else kernel.tiles
+    return replace(kernel, tiles=tiles, tail_s=kernel.tail_s + float(extra[0]))

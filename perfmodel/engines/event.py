@@ -32,6 +32,7 @@ import numpy as np
 from perfmodel.engines.analytic import COMPUTE, OVERHEAD, OpTimes
 from perfmodel.engines.event_gpu import (GpuConfig, GroupSpan, Kernel, KernelSpan, TileClass, Timeline,
                                          simulate)
+from perfmodel.engines.cpu import adjust_kernel
 from perfmodel.engines.event_tiling import LINK, gpu_config, kernel_for
 from perfmodel.ops import Op
 from perfmodel.specs.hardware import Hardware
@@ -54,6 +55,11 @@ class EventOpTimes(OpTimes):
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def _kernel(op: Op, hw: Hardware) -> Kernel:
+    """The op's kernel (event_tiling.kernel_for), with a CPU's own terms (perfmodel/engines/cpu.py)."""
+    return adjust_kernel(kernel_for(op, hw), op, hw)
+
+
 def _key(kernel: Kernel) -> Kernel:
     return replace(kernel, name="")
 
@@ -61,7 +67,7 @@ def _key(kernel: Kernel) -> Kernel:
 def time_ops(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
     """Time every op on ``hw`` by simulating its kernel alone on the GPU (one point: op fields must be scalars)."""
     config = gpu_config(hw)
-    kernels = [kernel_for(op, hw) for op in op_list]
+    kernels = [_kernel(op, hw) for op in op_list]
     spans: dict[Kernel, KernelSpan] = {}
     for k in kernels:
         if _key(k) not in spans:
@@ -108,7 +114,7 @@ def _waves(kernel: Kernel, config: GpuConfig) -> int:
 def simulate_ops(op_list: Sequence[Op], hw: Hardware, streams: Sequence[int] | None = None,
                  coarsen: bool = True) -> Timeline:
     """Run one instance of each op, in order per stream (``streams[i]`` for op i, default all on stream 0)."""
-    return simulate([kernel_for(op, hw) for op in op_list], gpu_config(hw), streams, coarsen)
+    return simulate([_kernel(op, hw) for op in op_list], gpu_config(hw), streams, coarsen)
 
 
 def trace_events(timeline: Timeline) -> list[dict[str, Any]]:
