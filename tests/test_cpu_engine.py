@@ -140,3 +140,16 @@ def test_event_engine_charges_the_same_cpu_work():
     h100 = load_hardware("h100-sxm")
     from perfmodel.engines.event_tiling import kernel_for
     assert cpu.adjust_kernel(kernel_for(op_list[0], h100), op_list[0], h100) == kernel_for(op_list[0], h100)
+
+
+def test_cache_resident_gemv_is_predicted_faster_than_a_streamed_one():
+    hw = load_hardware("cpu-generic")
+    w = ops.gemm("gemv", 1, 1024, 1024, "fp32")  # 4 MiB of weights
+    l3 = type(w)(**{**w.__dict__, "reuse_bytes": 4 * w.bytes})      # 16 MiB: the L3 holds it
+    dram = type(w)(**{**w.__dict__, "reuse_bytes": 64 * w.bytes})   # 256 MiB: streamed from DRAM
+    t = analytic.time_ops([l3, dram], hw)
+    assert list(t.bound) == ["l3", "dram"]
+    ratio = t.time[1] / t.time[0]
+    assert ratio > 1.5 and ratio == pytest.approx(
+        hw.memory["l3"].bandwidth_bytes_per_s * hw.efficiency.memory_fraction("l3")
+        / (hw.memory["dram"].bandwidth_bytes_per_s * hw.efficiency.memory_fraction("dram")), rel=0.1)
