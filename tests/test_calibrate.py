@@ -146,6 +146,10 @@ def test_host_spec_reads_sysfs_caches(tmp_path):
     assert hw.memory["l3"].capacity_bytes == 105 << 20 and not hw.memory["l3"].per_unit
     assert hw.memory["dram"].capacity_bytes == 8e9
     assert any("l2" in n for n in notes)
+    base = load_hardware("cpu-generic")
+    assert hw.compute.peak_flops("fp32", "vector") == pytest.approx(1.5 * base.compute.peak_flops("fp32", "vector"))
+    assert hw.memory["l1"].bandwidth_bytes_per_s == pytest.approx(1.5 * base.memory["l1"].bandwidth_bytes_per_s)
+    assert hw.memory["dram"].bandwidth_bytes_per_s == base.memory["dram"].bandwidth_bytes_per_s
 
 
 def _sweep(points):

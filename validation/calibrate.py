@@ -166,6 +166,16 @@ def host_spec(base: Hardware, threads: int, caches: dict[int, tuple[int, int]] |
     caches = host_caches() if caches is None else caches
     data = base.to_dict()
     notes = []
+    scale = threads / base.compute.units
+    if scale != 1:
+        # the template's nominal peaks and per-core bandwidths are for its own core count
+        for key in ("tensor_flops", "vector_flops"):
+            data["compute"][key] = {dt: v * scale for dt, v in data["compute"].get(key, {}).items()}
+        for name, lvl in base.memory.items():
+            if lvl.per_unit:
+                data["memory"][name]["bandwidth_bytes_per_s"] = lvl.bandwidth_bytes_per_s * scale
+        notes.append(f"{threads} threads against the template's {base.compute.units} cores: nominal peaks and "
+                     f"per-core cache bandwidths scaled by {scale:.3g}")
     data["compute"]["units"] = int(threads)
     names = [n for n in base.memory][:-1]
     for i, name in enumerate(names, start=1):
