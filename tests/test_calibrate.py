@@ -169,3 +169,21 @@ def test_effective_llc_from_the_bandwidth_drop():
     # no drop before the nominal size: the nominal capacity holds
     flat = _sweep([(8 * mib, 50), (128 * mib, 49), (256 * mib, 48), (1024 * mib, 20)])
     assert cal.effective_llc(hw, flat) == (None, None)
+
+
+def test_threads_option_sets_the_core_count_and_measure_warns_on_a_mismatch(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        out = tmp_path / "one.yaml"
+        assert main(["calibrate", "--device", "cpu", "--sizes", "small", "--threads", "1", "-o", str(out)]) == 0
+        assert load_hardware(out).compute.units == 1
+        torch.set_num_threads(2)
+        capsys.readouterr()
+        assert main(["measure", "--device", "cpu", "--suite", "tiny", "--hardware", str(out), "--no-progress",
+                     "--samples", "1", "--target-ms", "1", "-o", str(tmp_path / "t.csv")]) == 0
+        assert "calibrated with 1; pass --threads 1" in capsys.readouterr().err
+        assert main(["calibrate", "--device", "cpu", "--threads", "0", "-o", str(tmp_path / "x.yaml")]) == 2
+    finally:
+        torch.set_num_threads(before)

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--sizes", choices=["full", "small"], default="full",
                    help="full sweep (16 KiB to 1 GiB on a CPU, under a minute) or small (caches only, a few "
                         "seconds, noisier: for tests and smoke runs)")
+    c.add_argument("--threads", type=int, help="CPU threads torch runs (default: torch's own choice); the "
+                                              "calibrated spec's core count is this number")
     c.add_argument("--json", action="store_true", help="print the measured ceilings as JSON")
     c.set_defaults(func=run_calibrate)
 
@@ -44,8 +46,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--samples", type=int, default=5, help="timed samples per shape (default 5)")
     m.add_argument("--target-ms", type=float, default=20.0, help="minimum length of one sample in ms (default 20)")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.add_argument("--threads", type=int, help="CPU threads torch runs (default: torch's own choice); use the "
+                                              "count the --hardware spec was calibrated with")
     m.add_argument("--json", action="store_true", help="print a JSON summary")
     m.set_defaults(func=run_measure)
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (CPU only); raises ValueError for a count below 1."""
+    if getattr(args, "threads", None) is None:
+        return
+    if args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: expected >= 1")
+    if args.device == "cpu":
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def _device_error(exc: Exception) -> int:
@@ -60,6 +76,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
+        _set_threads(args)
         result = cal.calibrate(args.device, args.base, output=args.output, name=args.name,
                                quick=args.sizes == "small")
     except (DeviceUnavailable, ValueError) as exc:
@@ -93,6 +110,23 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_threads(args: argparse.Namespace) -> None:
+    """Warn when a CPU run uses another thread count than the calibrated spec it names was measured with."""
+    if args.device != "cpu" or not args.hardware:
+        return
+    import torch
+
+    from perfmodel.specs.hardware import load_hardware
+
+    try:
+        hw = load_hardware(args.hardware)
+    except Exception:  # the runner reports an unusable spec itself
+        return
+    if hw.kind == "cpu" and "calibration" in hw.sources and hw.compute.units != torch.get_num_threads():
+        print(f"perfmodel: warning: measuring with {torch.get_num_threads()} threads, but {args.hardware} was "
+              f"calibrated with {hw.compute.units}; pass --threads {hw.compute.units}", file=sys.stderr)
+
+
 def run_measure(args: argparse.Namespace) -> int:
     from perfmodel.cli.output import print_json
     from perfmodel.validation import measure as ms
@@ -101,6 +135,8 @@ def run_measure(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         mb.check_device(args.device)
+        _set_threads(args)
+        _check_threads(args)
         if args.samples < 1 or args.target_ms <= 0:
             raise ValueError(f"--samples {args.samples} --target-ms {args.target_ms}: expected >= 1 and > 0")
         bf16 = not args.no_bf16 and mb.bf16_is_fast(args.device)
