@@ -153,3 +153,18 @@ def test_cache_resident_gemv_is_predicted_faster_than_a_streamed_one():
     assert ratio > 1.5 and ratio == pytest.approx(
         hw.memory["l3"].bandwidth_bytes_per_s * hw.efficiency.memory_fraction("l3")
         / (hw.memory["dram"].bandwidth_bytes_per_s * hw.efficiency.memory_fraction("dram")), rel=0.1)
+
+
+def test_small_pointwise_ops_run_on_one_core():
+    hw = host()
+    assert cpu.threads_used(1000, 2) == 1 and cpu.threads_used(10 * cpu.GRAIN_SIZE, 2) == 2
+    small = ops.elementwise("add", 4, 4096, "fp32", inputs=2, outputs=1, variant="add")   # 16384 elements
+    big = ops.elementwise("add", 64, 4096, "fp32", inputs=2, outputs=1, variant="add")    # 262144 elements
+    t = analytic.time_ops([small, big], hw)
+    plain = analytic.time_ops([small, big], load_hardware("cpu-generic", {"kind": "accelerator"}))
+    assert t.compute[0] == pytest.approx(hw.compute.units * float(small.flops)
+                                         / hw.compute.peak_flops("fp32", "vector"))
+    for name in t.level_time:
+        assert t.level_time[name][1] == pytest.approx(plain.level_time[name][1])
+    for name in t.level_time:
+        assert t.level_time[name][0] == pytest.approx(hw.compute.units * plain.level_time[name][0])

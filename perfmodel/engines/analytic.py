@@ -180,7 +180,7 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
     elif hw.kind == "cpu":
         from perfmodel.engines import cpu  # few-row matmuls, exponentials, flash blocks (cpu.py)
 
-        compute, overhead = cpu.compute_times(op_list, hw, compute, overhead, level_bytes)
+        compute, overhead = cpu.compute_times(op_list, hw, compute, overhead, level_time)
 
     # Collectives run on the interconnect instead: bytes over the link + one link latency per ring step.
     is_comm = per_op([op.kind == "allreduce" for op in op_list]).astype(bool)

@@ -20,8 +20,11 @@ models, each with a number that ``perfmodel calibrate --device cpu`` measures by
   computes the masked part of the key block the diagonal crosses. Work counts the pairs computed, at the rate
   of a matmul with the query block's rows.
 
-Two more costs of eager PyTorch on a CPU:
+Three more costs of eager PyTorch on a CPU:
 
+- **Small ops on one core.** Elementwise and reduction loops are split into chunks of at least 32768 elements
+  (``at::internal::GRAIN_SIZE``), one per thread: an op of fewer elements runs on one core, at that core's share
+  of the compute and of every level's bandwidth.
 - **Exponentials of activations.** SiLU, GELU, sigmoid and softmax elementwise ops take one exponential per
   element at the same rate.
 - **First touch.** An output larger than the C allocator's mmap threshold (glibc: at most 32 MiB) is new pages
@@ -48,6 +51,8 @@ FLASH_KV_SPLIT = 512
 EXP_VARIANTS = frozenset({"silu", "silu_mul", "gelu", "sigmoid", "softmax"})
 #: glibc malloc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): larger blocks are always mapped
 MMAP_THRESHOLD_BYTES = 32 * 2 ** 20
+#: at::internal::GRAIN_SIZE: the fewest elements PyTorch gives one thread of a parallel CPU loop
+GRAIN_SIZE = 32768
 #: default exponentials per fp32 vector FLOP/s: a vectorised exp costs about 32 FMA-equivalent instructions
 DEFAULT_EXP_COST_FLOPS = 64.0
 
@@ -104,10 +109,18 @@ def flash_pairs(q_len: Any, kv_len: Any, mask: str) -> Any:
     return total
 
 
+def threads_used(elements: Any, units: int) -> Any:
+    """Threads a PyTorch CPU elementwise or reduction kernel runs on: its loop is split in chunks of at least
+    ``GRAIN_SIZE`` elements, one per thread (at::parallel_for), so a small op runs on one core."""
+    return np.clip(np.floor(np.asarray(elements, dtype=float) / GRAIN_SIZE), 1, units)
+
+
 def compute_times(op_list: Sequence[Op], hw: Hardware, compute: np.ndarray, overhead: np.ndarray,
-                  level_bytes: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Replace the compute term of CPU matmuls and attention (see the module docstring) and add attention's
-    fixed costs; returns (compute, overhead) with the shape of the inputs (n_ops, *grid)."""
+                  level_time: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Replace the compute term of CPU matmuls and attention (see the module docstring), add exponentials and
+    fixed costs, and slow elementwise and norm ops that run on fewer threads than the CPU has (their compute and
+    ``level_time``, updated in place, × cores / threads); returns (compute, overhead) with the shape of the
+    inputs (n_ops, *grid)."""
     eff = hw.efficiency
     exps_per_s = exp_rate(hw)
     compute = compute.copy()
@@ -117,9 +130,14 @@ def compute_times(op_list: Sequence[Op], hw: Hardware, compute: np.ndarray, over
             written = np.asarray(op.write_bytes, dtype=float)
             overhead[i] = overhead[i] + np.where(written > MMAP_THRESHOLD_BYTES,
                                                  written / eff.page_fault_bytes_per_s, 0.0)
-        if op.kind == "elementwise" and op.shape.get("variant") in EXP_VARIANTS:
+        if op.kind in ("elementwise", "norm") and "tokens" in op.shape:
             elements = np.asarray(op.shape["tokens"], dtype=float) * np.asarray(op.shape["width"], dtype=float)
-            compute[i] = compute[i] + elements / exps_per_s
+            if op.kind == "elementwise" and op.shape.get("variant") in EXP_VARIANTS:
+                compute[i] = compute[i] + elements / exps_per_s
+            slow = hw.compute.units / threads_used(elements, hw.compute.units)
+            compute[i] = compute[i] * slow
+            for name in (level_time or {}):
+                level_time[name][i] = level_time[name][i] * slow
             continue
         if op.kind not in ("gemm", "attention"):
             continue
@@ -149,8 +167,8 @@ def adjust_kernel(kernel: Any, op: Op, hw: Hardware) -> Any:
     appended to the kernel's tail. Kernels of a GPU, or of ops this module leaves alone, come back unchanged."""
     from dataclasses import replace
 
-    touched = op.kind in ("gemm", "attention") or op.shape.get("fresh_output") or (
-        op.kind == "elementwise" and op.shape.get("variant") in EXP_VARIANTS)
+    pointwise = op.kind in ("elementwise", "norm") and "tokens" in op.shape
+    touched = op.kind in ("gemm", "attention") or op.shape.get("fresh_output") or pointwise
     if hw.kind != "cpu" or not touched:
         return kernel
     eff = hw.efficiency
@@ -158,6 +176,14 @@ def adjust_kernel(kernel: Any, op: Op, hw: Hardware) -> Any:
     plain = (float(op.flops) / (hw.compute.peak_flops(op.dtype, op.unit) * unit_eff)
              + float(op.vector_flops) / (hw.compute.peak_flops(op.dtype, "vector") * eff.vector))
     compute, extra = compute_times([op], hw, np.array([plain]), np.zeros(1), {})
+    if pointwise:
+        threads = int(threads_used(float(op.shape["tokens"]) * float(op.shape["width"]), hw.compute.units))
+        if threads < hw.compute.units:  # one tile per thread the loop really runs on (see compute_times)
+            from perfmodel.engines.event_gpu import TileClass
+
+            per_tile = {lvl: b / threads for lvl, b in kernel.total_bytes().items()}
+            tiles = (TileClass(threads, float(compute[0]), per_tile),)
+            return replace(kernel, tiles=tiles, occupancy=1, tail_s=kernel.tail_s + float(extra[0]))
     total = kernel.total_compute_s() / hw.compute.units
     scale = float(compute[0]) / total if total > 0 else 1.0
     tiles = tuple(replace(c, compute_s=c.compute_s * scale) for c in kernel.tiles) if total > 0 else kernel.tiles
