@@ -125,10 +125,16 @@ def test_arrays_broadcast_like_scalars():
 def test_hbm_bandwidth_what_if_speeds_up_decode():
     base = predict("h100-sxm", "llama-3.1-8b", "arm")
     fast = predict("h100-sxm", "llama-3.1-8b", "arm", {"hardware.memory.hbm.bandwidth_bytes_per_s": 6.7e12})
-    def busy(pred):  # the memory/compute-bound part: time minus fixed launch and latency overheads
+    def busy(pred, names=None):  # the memory/compute-bound part: time minus fixed launch and latency overheads
         d = pred.ops[pred.ops.phase == "decode"]
+        if names is not None:
+            d = d[d.name.isin(names)]
         return float(((d.time_s - d.overhead_s) * d["count"]).sum())
-    assert busy(fast) / busy(base) == pytest.approx(0.5, rel=0.03)
+    # The big weight streams halve exactly; the smaller projections then meet their latency-paced K loop
+    # (Little's law per CTA) and decode attention its dependent-load chain, which bandwidth does not shorten.
+    assert busy(fast, ["layer.gate_up_proj", "layer.down_proj", "lm_head"]) == pytest.approx(
+        0.5 * busy(base, ["layer.gate_up_proj", "layer.down_proj", "lm_head"]), rel=1e-6)
+    assert 0.5 < busy(fast) / busy(base) < 0.6
     assert fast["decode_s"] < base["decode_s"]
 
 

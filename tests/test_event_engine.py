@@ -187,10 +187,11 @@ def test_wave_quantisation_costs_a_tile_time():
     t_exact, t_plus_one = (simulate([k], gpu_config(H100)).end for k in pinned)
     tile_time = 2 * 128 * 256 * 8192 / (H100.compute.peak_flops("bf16") * H100.efficiency.tensor / 132)
     assert t_plus_one - t_exact == pytest.approx(tile_time, rel=0.05)  # the lone tile computes on one SM
-    # The autotuned grid (best of every tile shape and split-K) cannot escape it either; the roofline never sees it.
+    # The autotuned grid (best of every tile shape and split-K) cannot escape it either; the analytic engine's
+    # best grid (split-K 4, whose fp32 partials lengthen every wave's epilogue) sees only part of it.
     ev, an = time_ops([exact, plus_one], H100), analytic.time_ops([exact, plus_one], H100)
     assert ev.time[1] - ev.time[0] > 0.9 * tile_time
-    assert an.time[1] / an.time[0] - 1 < 0.01  # a 0.2% bigger GEMM takes ~0.2% longer
+    assert 0.0 < an.time[1] - an.time[0] < 0.5 * tile_time
     assert ev.time[0] == pytest.approx(an.time[0], rel=0.02)
 
 
@@ -271,7 +272,8 @@ def test_predict_op_with_the_event_engine():
     an = predict_op(op, "h100-sxm")
     assert ev["engine"] == "event" and ev["bound"] == "hbm"
     assert ev["time_s"] == pytest.approx(an["time_s"], rel=0.05)
-    assert ev["tiles"] == [16 * 8 * 2] and ev["tiling"][0].startswith("split-KV")  # (batch, kv head) x 2 splits
+    # (batch, kv head) = 128 CTAs fill 80% of the 132 SMs: FlashAttention-3's heuristic does not split the cache
+    assert ev["tiles"] == [16 * 8] and ev["tiling"][0].startswith("fa3 split-KV: 128 tiles x 1 splits")
 
 
 def test_chrome_trace(tmp_path):

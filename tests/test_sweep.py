@@ -81,7 +81,9 @@ def test_doubling_hbm_bandwidth_halves_memory_bound_arm_decode():
         gen = ops[ops.phase == "decode"]
         fixed.append(float((gen.overhead_s * gen["count"]).sum()))  # launch and latency terms
     streamed = df.decode_s.to_numpy() - np.array(fixed)
-    assert streamed[1] / streamed[0] == pytest.approx(0.5, rel=0.04)
+    # Halved for the weight streams; the smaller projections' latency-paced K loops and decode attention's
+    # dependent-load chain do not shrink with bandwidth (see test_analytic's what-if), so a little less than half.
+    assert 0.5 < streamed[1] / streamed[0] < 0.56
     assert (df.bound == "hbm").all()
 
 

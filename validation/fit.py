@@ -15,6 +15,10 @@ reported on every other row:
 - ``attn_prefill_tiny``: prefill attention of ≤ 16 tokens and batch ≤ 4 — the fixed cost of a prefill call.
 - ``attn_decode_wide``: decode attention with kv_len ≤ 16 and batch·kv_heads ≥ 4096 tiles — the serial time of
   one decode tile (nothing to stream, only many tiles to schedule).
+- ``attn_prefill_wide``: prefill attention of ≤ 32 tokens per sequence and batch ≥ 128 — thousands of tiles each
+  with almost no work: the serial time of one prefill tile (``prefill_attention_tile_s``).
+- ``attn_prefill_long``: prefill attention of one sequence of ≥ 8192 tokens — the flash-attention mainloop at
+  full occupancy: the fraction of the tensor peak it sustains (``attention_tensor``).
 
 A CPU measured by ``perfmodel measure`` is fit the same way on its own subsets: ``cpu_matmul_large`` (m, n,
 k ≥ 1024: compute), ``cpu_gemv_stream`` (m = 1, n·k ≥ 2²⁴: streaming from DRAM), ``cpu_tiny`` (1-row ops on
@@ -45,6 +49,8 @@ SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "attn_prefill_tiny": lambda t: (t.op == "attention") & (t.q_len > 1) & (t.q_len <= 16) & (t.batch <= 4),
     "attn_decode_wide": lambda t: (t.op == "attention") & (t.q_len == 1) & (t.kv_len <= 16)
     & (t.batch.astype(float) * t.kv_heads >= 4096),
+    "attn_prefill_wide": lambda t: (t.op == "attention") & (t.q_len > 1) & (t.q_len <= 32) & (t.batch >= 128),
+    "attn_prefill_long": lambda t: (t.op == "attention") & (t.q_len >= 8192) & (t.batch == 1),
 }
 
 # A CPU's calibration subsets, from perfmodel's own measurement runner (``perfmodel measure --device cpu``).
@@ -108,6 +114,9 @@ GPU_PARAMS = (
     _eff("attention_tile_s", 0.0, 50e-6, 1e-6, default=lambda hw: 4 * (hw.memory[hw.main_memory].latency_s or 5e-7)),
     _eff("prefill_attention_overhead_s", 0.0, 50e-6, 1e-6),
     _eff("attention_cta_bytes_per_s", 1e9, 500e9, 1e9, default=lambda hw: 50e9),
+    _eff("prefill_attention_tile_s", 0.0, 50e-6, 1e-6,
+         default=lambda hw: hw.efficiency.attention_tile_s or 4 * (hw.memory[hw.main_memory].latency_s or 5e-7)),
+    _eff("attention_tensor", 0.2, 1.0, 0.1, default=lambda hw: hw.efficiency.tensor),
 )
 CPU_PARAMS = (
     _eff("tensor", 0.05, 1.0, 0.1),

@@ -48,7 +48,10 @@ def cache_levels(hw: Hardware) -> list[Level]:
 
 
 def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_bytes, per_op):
-    """Replace the compute (and L2) terms of GEMMs and attention by their tile-wave versions (see tiling.py)."""
+    """Replace the compute (and L2) terms of GEMMs and attention by their tile-wave versions (see tiling.py):
+    GEMMs with their latency-paced mainloop, epilogue and split-K reduction kernel; attention with the grid of
+    the device's FlashAttention generation (``efficiency.attention_kernel``), its split-KV heuristic and extra
+    kernels, the attention mainloop's own tensor efficiency and the prefill tile time when calibrated."""
     from perfmodel.engines import tiling
 
     eff = hw.efficiency
@@ -62,14 +65,17 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
     for i, op in enumerate(op_list):
         if op.unit != "tensor" or op.kind not in ("gemm", "attention"):
             continue
-        peak = hw.compute.peak_flops(op.dtype, "tensor") * eff.tensor
+        peak = hw.compute.peak_flops(op.dtype, "tensor") * (
+            eff.tensor if op.kind == "gemm" or eff.attention_tensor is None else eff.attention_tensor)
         vec = np.asarray(op.vector_flops, dtype=float) / (hw.compute.peak_flops(op.dtype, "vector") * eff.vector)
         if op.kind == "gemm":
             sh = op.shape
             hbm_b = level_bytes[main.name][i]
             t, c, l2t, l2b = tiling.gemm_time(sh["m"], sh["n"], sh["k"], a_bytes=sh["a_bytes"], w_bytes=sh["w_bytes"],
                                               o_bytes=sh["o_bytes"], sms=sms, peak=peak, l2_bw=l2.bandwidth,
-                                              hbm_bw=main.bandwidth, hbm_bytes=hbm_b)
+                                              hbm_bw=main.bandwidth, hbm_bytes=hbm_b,
+                                              latency=np.where(hbm_b > 0, main.latency, l2.latency),
+                                              store_latency=l2.latency, reduce_s=eff.launch_s + l2.latency)
             c = c + vec
             l2_time = np.maximum(l2t, level_time[l2.name][i] if l2.name != main.name else 0.0)
             level_time[l2.name][i] = l2_time
@@ -82,8 +88,13 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
             pairs = op.flops / (4.0 * sh["batch"] * sh["heads"] * sh["head_dim"])
             exps = tiling.softmax_exps(sh["batch"], sh["heads"], pairs)
             rate = tiling.exp_rate(hw.compute.peak_flops("fp32", "vector") * eff.vector)
+            kernel = tiling.flash_kernel(eff.attention_kernel)
+            tiles, splits, extra = tiling.decode_grid(sh["batch"], sh["heads"], sh["kv_heads"], sh["kv_len"],
+                                                      sh["head_dim"], sms=sms, kernel=kernel)
             c = tiling.attention_compute_time(sh["batch"], sh["q_len"], sh["heads"], sh["kv_heads"], op.flops,
-                                              sms=sms, peak=peak, exps=exps, exp_per_s=rate, tile_s=tile_s)
+                                              sms=sms, peak=peak, exps=exps, exp_per_s=rate, tile_s=tile_s,
+                                              head_dim=sh["head_dim"], kernel=kernel, decode_tiles=tiles,
+                                              prefill_tile_s=eff.prefill_attention_tile_s)
             compute[i] = c + vec
             # Each CTA's stream is latency-bound (Little's law): the calibrated per-CTA bandwidth holds for
             # main memory and scales with latency for a nearer level serving the cache.
@@ -92,13 +103,18 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
                 served = (level_bytes[lvl.name][i] > 0) if lvl is main else (level_bytes[main.name][i] == 0)
                 scale = (main.latency / lvl.latency) if (lvl.latency and main.latency) else 1.0
                 stream = tiling.decode_stream_time(sh["batch"], sh["q_len"], sh["kv_heads"], sh["kv_len"],
-                                                   op.read_bytes, sms=sms, cta_bw=cta_bw * scale)
+                                                   op.read_bytes, sms=sms, cta_bw=cta_bw * scale,
+                                                   ctas=tiles * splits)
                 level_time[lvl.name][i] = np.where(served, np.maximum(level_time[lvl.name][i], stream),
                                                    level_time[lvl.name][i])
                 if l2 is main:
                     break
             q_len = np.asarray(sh["q_len"], dtype=float)
-            overhead[i] = overhead[i] + np.where(q_len > 1, eff.prefill_attention_overhead_s, eff.attention_overhead_s)
+            # Decode calls that launch more kernels (split-KV combine, FA2's Q/O regrouping copies) pay a launch
+            # and a main-memory round trip for each, as any small kernel does here.
+            extra_s = extra * (eff.launch_s + main.latency)
+            overhead[i] = overhead[i] + np.where(q_len > 1, eff.prefill_attention_overhead_s,
+                                                 eff.attention_overhead_s + extra_s)
     return compute, overhead
 
 

@@ -26,14 +26,16 @@ from perfmodel.specs.hardware import Hardware
 from perfmodel.specs.model import bytes_per_element
 
 LINK = "link"
-# GEMM mainloop: K steps of 64 elements, 4 pipeline stages of A and B panels in shared memory (CUTLASS Hopper
-# defaults); a 128x256 bf16 tile then needs 4·(128+256)·64·2 B = 192 KiB: one tile per SM.
-GEMM_BLOCK_K = 64
-GEMM_STAGES = 4
-# Flash attention prefill: K/V blocks of 128 keys, double-buffered, beside the query block.
+# GEMM mainloop (tiling.py): K steps of 64 elements, 4 pipeline stages of A and B panels in shared memory
+# (CUTLASS Hopper defaults); a 128x256 bf16 tile then needs 4·(128+256)·64·2 B = 192 KiB: one tile per SM.
+GEMM_BLOCK_K = tiling.GEMM_BLOCK_K
+GEMM_STAGES = tiling.GEMM_STAGES
+# Flash attention on a device without a FlashAttention generation (a CPU): K/V blocks of 128 keys,
+# double-buffered, beside a 128-row query block; the cache split so the grid fills the cores, not finer than
+# 256 keys.
 ATTN_BLOCK_KV_PREFILL = 128
 ATTN_STAGES = 2
-DECODE_MIN_KEYS_PER_SPLIT = 256  # flash-decoding does not split the cache finer than this
+DECODE_MIN_KEYS_PER_SPLIT = 256
 # Elementwise-like kernels: 256-thread blocks, at most 2048 threads per SM -> 8 resident; each block streams a
 # fixed chunk of the op's minimal traffic.
 CHUNK_BYTES = 64 * 1024
@@ -145,8 +147,11 @@ def gemm_kernel(op: Op, hw: Hardware, shapes=tiling.GEMM_TILES, splits=tiling.SP
     Per tile: 2·tm·tn·⌈k/s⌉ FLOPs at the per-SM peak × shape efficiency (tensor-core tiles compute whole, so
     edges are padded; on a CPU a tile computes only its real elements); through the first cache its A and B
     panels (tm·a + tn·w)·⌈k/s⌉ plus its share of C; from main memory its share of the unique bytes (+ an fp32
-    partial tm·tn·4 when s > 1). Split-K's reduction pass is the kernel's tail: a launch
-    (``tiling.SPLIT_K_REDUCE_S``) plus reading the m·n·4·s bytes of partials and writing C from main memory.
+    partial tm·tn·4 when s > 1). On a GPU the mainloop takes at least its latency-paced time
+    (``tiling.gemm_pipeline_time``, the tile's floor) and the epilogue (``tiling.gemm_epilogue_time``) follows
+    it serially. Split-K's reduction pass is the kernel's tail: a launch and an L2 round trip on a GPU
+    (``tiling.SPLIT_K_REDUCE_S`` elsewhere) plus reading the m·n·4·s bytes of partials and writing C from main
+    memory.
     """
     sh = op.shape
     m, n, k = (_scalar(op, f"shape[{d!r}]", sh[d]) for d in ("m", "n", "k"))
@@ -161,6 +166,9 @@ def gemm_kernel(op: Op, hw: Hardware, shapes=tiling.GEMM_TILES, splits=tiling.SP
     first, main = levels[0].name, levels[-1].name
     config = gpu_config(hw)
     vec_sm_s = _vector_s(op, hw) * sms
+    load_latency = srv.latency_s
+    store_latency = levels[0].latency if padded and len(levels) >= 2 else 0.0
+    l2_port = config.bandwidth_bytes_per_s[first] / sms
     best = None
     for tm, tn in shapes:
         for s in splits:
@@ -176,8 +184,15 @@ def gemm_kernel(op: Op, hw: Hardware, shapes=tiling.GEMM_TILES, splits=tiling.SP
             if s > 1:  # fp32 partials written by the tiles, read back and summed by the reduction pass
                 partials = m * n * 4.0 * s
                 total[main] = total.get(main, 0.0) + partials
-                reduce_s = tiling.SPLIT_K_REDUCE_S + (partials + m * n * o) / config.bandwidth_bytes_per_s[main]
-            cls = TileClass(tiles, tile_c + vec_sm_s / tiles, _split(total, 1.0 / tiles))
+                reduce_launch = (hw.efficiency.launch_s + levels[0].latency) if padded and len(levels) >= 2 \
+                    else tiling.SPLIT_K_REDUCE_S
+                reduce_s = reduce_launch + (partials + m * n * o) / config.bandwidth_bytes_per_s[main]
+            if padded and len(levels) >= 2:
+                floor = float(tiling.gemm_pipeline_time(ks, load_latency))
+                epilogue = float(tiling.gemm_epilogue_time(tm, tn, 4.0 if s > 1 else o, l2_port, store_latency))
+            else:
+                floor = epilogue = 0.0
+            cls = TileClass(tiles, tile_c + vec_sm_s / tiles, _split(total, 1.0 / tiles), epilogue, floor)
             kernel = Kernel(op.name, (cls,), _occupancy(GEMM_STAGES * (tm * a + tn * w) * GEMM_BLOCK_K, hw),
                             srv.latency_s, reduce_s, f"{tm}x{tn} tiles, split-K {s}")
             t = lone_kernel_time(kernel, config)
@@ -200,15 +215,19 @@ def attention_tile_s(hw: Hardware) -> float:
 def attention_kernel(op: Op, hw: Hardware) -> Kernel:
     """Flash attention, tiled as the analytic engine counts it (:func:`tiling.attention_compute_time`).
 
-    Prefill (q_len > 1): one tile per (batch, KV head, 128 rows of the GQA group's queries packed together),
-    each paying ``attention_tile_s`` serially (loading Q, rescaling, writing O). A causal block sees only the
-    keys up to its last query, so tiles differ; they run longest first, as FlashAttention-3 schedules them.
-    Decode (q_len = 1, flash-decoding): one tile per (batch, KV head, KV split), the split chosen so the grid
-    fills the SMs; a tile's dependent loads bound it from below by ``attention_tile_s`` per SM (``min_s``,
-    occupancy 1 as calibrated). Work (matmul FLOPs at the tensor peak, softmax exponentials at the
-    special-function rate, dequantisation on the vector units) and bytes are shared among tiles in proportion
-    to the keys each visits. The fixed cost beyond the launch (cache write, split-KV combine, metadata) is the
-    kernel's tail.
+    The grid is that of the device's FlashAttention generation (``efficiency.attention_kernel``,
+    :class:`tiling.FlashKernel`). Prefill (q_len > 1): FA3 one tile per (batch, KV head, kBlockM rows of the GQA
+    group's queries packed together), FA2 one per (batch, query head, 64 query rows), each paying the prefill
+    tile time serially (loading Q, rescaling, writing O). A causal block sees only the keys up to its last
+    query, so tiles differ; they run longest first, as FlashAttention schedules them. Decode (q_len = 1,
+    flash-decoding): one tile per CTA of :func:`tiling.decode_grid` (tiles × FlashAttention's KV splits); a
+    tile's dependent loads bound it from below by ``attention_tile_s`` and its stream by its share of the cache
+    over the bandwidth one CTA sustains (``attention_cta_bytes_per_s``, Little's law) (``min_s``, occupancy 1
+    as calibrated). Work (matmul FLOPs at the attention tensor peak, softmax exponentials at the
+    special-function rate, overlapped with the matmuls under FA3, dequantisation on the vector units) and bytes
+    are shared among tiles in proportion to the keys each visits. The fixed cost beyond the launch (cache
+    write, metadata) is the kernel's tail, plus a launch and a round trip for each extra kernel of a decode
+    call (split-KV combine, FA2's regrouping copies).
     """
     sh = op.shape
     b, q, kv = (_scalar(op, f"shape[{d!r}]", sh[d]) for d in ("batch", "q_len", "kv_len"))
@@ -218,12 +237,65 @@ def attention_kernel(op: Op, hw: Hardware) -> Kernel:
     eff = hw.efficiency
     sms = hw.compute.units
     srv = serving(op, hw)
+    gpu = hw.kind == "gpu"
+    flash = tiling.flash_kernel(eff.attention_kernel) if gpu else None
     flops = _scalar(op, "flops", op.flops)
     pairs = flops / (4.0 * b * heads * d)
     exps = tiling.softmax_exps(b, heads, pairs)
     exp_rate = tiling.exp_rate(hw.compute.peak_flops("fp32", "vector") * eff.vector)
-    work_sm_s = (flops / _compute_rate(op, hw) + exps / exp_rate + _vector_s(op, hw)) * sms
+    rate = hw.compute.peak_flops(op.dtype, "tensor") * (eff.attention_tensor or eff.tensor) \
+        if gpu and op.unit == "tensor" else _compute_rate(op, hw)
+    work_sm_s = (float(tiling.softmax_overlap(flops / rate, exps / exp_rate, flash)) + _vector_s(op, hw)) * sms
     tile_s = attention_tile_s(hw)
+    if not gpu:
+        return _plain_attention_kernel(op, hw, srv, work_sm_s, tile_s)
+    if q > 1:
+        group = heads / kvh
+        bq = float(flash.block_q(d))
+        if flash.pack_gqa:
+            blocks, per_block, rows = math.ceil(q * group / bq), int(b * kvh), bq / group
+        else:
+            blocks, per_block, rows = math.ceil(q / bq), int(b * heads), bq
+        if sh.get("mask", "causal") == "bidirectional":
+            keys = [kv] * blocks
+        else:  # the last query of block j sits at position kv − q + min((j+1)·rows, q)
+            keys = [max(1.0, min(kv, kv - q + min((j + 1) * rows, q))) for j in range(blocks)]
+        weights = sorted(keys, reverse=True)
+        prefill_tile = eff.prefill_attention_tile_s
+        # One tile per SM at a time, as the analytic engine counts the waves and as the prefill tile time is
+        # calibrated (FA3's warp-specialised CTAs and FA2's hdim-128 kernel each hold most of an SM).
+        occupancy = 1
+        serial = tile_s if prefill_tile is None else prefill_tile
+        floors = [0.0] * len(weights)
+        tail = eff.prefill_attention_overhead_s
+        label = (f"{flash.name}: {blocks} blocks of {bq:g} query rows x {per_block} "
+                 f"(batch, {'kv head' if flash.pack_gqa else 'head'})")
+    else:
+        tiles, splits, extra = (float(x) for x in tiling.decode_grid(b, heads, kvh, kv, d, sms=sms, kernel=flash))
+        weights, per_block = [kv / splits], int(tiles * splits)
+        occupancy, serial = 1, 0.0
+        main = analytic.cache_levels(hw)[-1]
+        cta_bw = eff.attention_cta_bytes_per_s or 0.0
+        if cta_bw and srv.latency_s and main.latency:
+            cta_bw *= main.latency / srv.latency_s  # a nearer level serving the cache: a shorter round trip
+        stream = _scalar(op, "read_bytes", op.read_bytes) / per_block / cta_bw if cta_bw else 0.0
+        floors = [max(tile_s, stream)]
+        tail = eff.attention_overhead_s + extra * (eff.launch_s + main.latency)
+        label = f"{flash.name} split-KV: {tiles:g} tiles x {splits:g} splits, {extra:g} extra kernels"
+    total_w = sum(weights) * per_block
+    classes = [TileClass(per_block, work_sm_s * wj / total_w, _split(srv.level_bytes, wj / total_w), serial, floor)
+               for wj, floor in zip(weights, floors)]
+    return Kernel(op.name, tuple(classes), occupancy, srv.latency_s, tail, label)
+
+
+def _plain_attention_kernel(op: Op, hw: Hardware, srv: Serving, work_sm_s: float, tile_s: float) -> Kernel:
+    """Attention tiles on a device without a FlashAttention generation (a CPU): prefill in blocks of 128 rows
+    of the GQA group's queries packed together, occupancy from their footprint; decode split so the grid fills
+    the cores (⌈units / (batch·kv_heads)⌉ splits, none finer than 256 keys), each tile at least ``tile_s``."""
+    sh = op.shape
+    eff = hw.efficiency
+    b, q, kv = (_scalar(op, f"shape[{d!r}]", sh[d]) for d in ("batch", "q_len", "kv_len"))
+    heads, kvh, d = (_scalar(op, f"shape[{x!r}]", sh[x]) for x in ("heads", "kv_heads", "head_dim"))
     if q > 1:
         group = heads / kvh
         blocks = math.ceil(q * group / tiling.ATTN_BLOCK_Q)
@@ -241,7 +313,7 @@ def attention_kernel(op: Op, hw: Hardware) -> Kernel:
         label = f"{blocks} blocks of {tiling.ATTN_BLOCK_Q} query rows x {per_block} (batch, kv head)"
     else:
         per_head = int(b * kvh)
-        splits = max(1, min(math.ceil(sms / per_head), math.ceil(kv / DECODE_MIN_KEYS_PER_SPLIT)))
+        splits = max(1, min(math.ceil(hw.compute.units / per_head), math.ceil(kv / DECODE_MIN_KEYS_PER_SPLIT)))
         weights, per_block = [kv / splits], per_head * splits
         occupancy, serial, floor = 1, 0.0, tile_s
         tail = eff.attention_overhead_s

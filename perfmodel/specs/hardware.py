@@ -94,6 +94,16 @@ class Efficiency(Spec):
     attention_cta_bytes_per_s: float | None = Field(
         None, gt=0, description="bandwidth one decode-attention CTA sustains (bytes in flight / latency); "
                                 "default: no limit below the memory level's (B/s)")
+    attention_tensor: float | None = Field(
+        None, gt=0, le=1, description="achievable fraction of the tensor peak in a flash-attention mainloop "
+                                      "(default: the GEMM one, `tensor`)")
+    prefill_attention_tile_s: float | None = Field(
+        None, ge=0, description="serial time of one prefill-attention tile (load Q, set up the K/V pipeline, "
+                                "write O) (s); default: attention_tile_s")
+    attention_kernel: Literal["fa2", "fa3"] = Field(
+        "fa2", description="FlashAttention generation the serving stack runs on this device: 'fa3' (Hopper) packs "
+                           "the GQA group into 128-row query tiles; 'fa2' (portable) tiles 64 query rows per head "
+                           "(perfmodel/engines/tiling.py, FlashKernel)")
     gemm_half_rows: dict[str, float] = Field(
         default_factory=dict, description="CPU only, per dtype: rows m at which a matmul of m rows reaches half its "
                                           "large-matmul rate (Hockney's half-performance length: rate = "

@@ -1,0 +1,111 @@
+"""FlashAttention-2/3 grids, split-KV heuristic, extra kernels of a decode call, and the GEMM latency terms
+(perfmodel/engines/tiling.py), in both engines."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfmodel import ops
+from perfmodel.engines import analytic, event, tiling
+from perfmodel.engines.event_tiling import attention_kernel
+from perfmodel.specs.hardware import load_hardware
+
+A100 = load_hardware("a100-sxm-80gb")
+H100 = load_hardware("h100-sxm")
+FA2, FA3 = tiling.FLASH_KERNELS["fa2"], tiling.FLASH_KERNELS["fa3"]
+
+
+def test_catalog_gpus_name_their_flash_attention_generation():
+    assert A100.efficiency.attention_kernel == "fa2"
+    assert H100.efficiency.attention_kernel == "fa3"
+    assert load_hardware("h200-sxm").efficiency.attention_kernel == "fa3"
+
+
+@pytest.mark.parametrize("tiles,n_blocks,slots,min_blocks,expected", [
+    (8, 2, 216, 0, 2),      # efficiencies 8/216 and 16/216: the best (2 splits) is the first within 85%
+    (200, 64, 216, 0, 1),   # 200 ≥ 0.8·216 tiles already fill the slots
+    # eligible splits of 64 blocks: 1..8, 10, 11, 13, 16, 22, 32, 64; efficiency 8s/216 up to 22 splits (0.815,
+    # the best: 32 and 64 splits spill into a second and third wave: 0.593, 0.790); 16 splits give 0.593 < 0.85·0.815
+    (8, 64, 216, 0, 22),
+    (8, 4, 132, 4, 1),      # FA3 never splits 4 or fewer key blocks
+    # FA3, 16 blocks on 132 SMs: eligible 1..8 and 16; 16 splits (128/132 = 0.97) is the first within 85%
+    (8, 16, 132, 4, 16),
+])
+def test_num_splits_heuristic_as_flash_attention_computes_it(tiles, n_blocks, slots, min_blocks, expected):
+    assert tiling.num_splits_heuristic(tiles, n_blocks, slots, min_blocks) == expected
+
+
+def test_num_splits_heuristic_broadcasts_over_arrays():
+    got = tiling.num_splits_heuristic(np.array([8, 200, 8]), np.array([2, 64, 64]), 216)
+    assert got.tolist() == [2, 1, 22]
+
+
+def test_fa2_decode_grid_regroups_the_gqa_group_and_copies_only_when_it_must():
+    # batch 2 × 8 KV heads, 63 keys (one key block): 16 CTAs, no split; Q's (batch, group, kv head) regrouping is a
+    # copy each way because neither the batch nor the KV heads is 1
+    tiles, splits, extra = tiling.decode_grid(2, 32, 8, 63, 128, sms=108, kernel=FA2)
+    assert (tiles, splits, extra) == (16, 1, 2)
+    # one sequence: the regrouping is a view, nothing extra
+    assert tiling.decode_grid(1, 32, 8, 63, 128, sms=108, kernel=FA2) == (8, 1, 0)
+    # 255 keys = 2 blocks of 128: split in two (see the heuristic above), plus the combine kernel
+    assert tiling.decode_grid(1, 32, 8, 255, 128, sms=108, kernel=FA2) == (8, 2, 1)
+    # multi-head attention is not regrouped, so never split: one CTA per (sequence, head) walks the whole cache
+    assert tiling.decode_grid(1, 8, 8, 65535, 128, sms=108, kernel=FA2) == (8, 1, 0)
+
+
+def test_fa3_decode_grid_packs_the_group_and_splits_long_caches():
+    assert tiling.decode_grid(1, 32, 8, 2048, 128, sms=132, kernel=FA3) == (8, 16, 1)
+    assert tiling.decode_grid(1, 32, 8, 512, 128, sms=132, kernel=FA3) == (8, 1, 0)  # 4 blocks: no split
+    assert tiling.decode_grid(1, 8, 8, 65535, 128, sms=132, kernel=FA3)[0] == 8  # MHA: group of one packed
+
+
+def test_prefill_grid_fa2_one_cta_per_query_head_fa3_packs_the_group():
+    # 256 sequences of 16 tokens, 32 query heads on 8 KV heads, nothing but the tile time (no FLOPs): FA2 runs
+    # 256·32 = 8192 CTAs of 64 rows = ⌈8192/108⌉ = 76 waves; FA3 packs 4 heads × 16 tokens into one 128-row
+    # block per (sequence, KV head): 2048 CTAs = 19 waves.
+    kw = dict(sms=108, peak=1e15, tile_s=1e-6, head_dim=128)
+    fa2 = tiling.attention_compute_time(256, 16, 32, 8, 0.0, kernel=FA2, **kw)
+    fa3 = tiling.attention_compute_time(256, 16, 32, 8, 0.0, kernel=FA3, **kw)
+    assert float(fa2) == pytest.approx(76e-6, rel=1e-12)
+    assert float(fa3) == pytest.approx(19e-6, rel=1e-12)
+    assert float(FA3.block_q(64)) == 192 and float(FA3.block_q(128)) == 128 and float(FA2.block_q(256)) == 64
+
+
+def test_softmax_overlaps_the_matmuls_only_under_fa3():
+    assert tiling.softmax_overlap(3.0, 2.0, FA3) == 3.0
+    assert tiling.softmax_overlap(3.0, 2.0, FA2) == 5.0
+
+
+def test_gemm_latency_terms():
+    # 1024 K elements = 16 blocks of 64, 4 in flight: 4 round trips
+    assert float(tiling.gemm_pipeline_time(1024, 1e-6)) == pytest.approx(4e-6)
+    assert float(tiling.gemm_pipeline_time(1, 1e-6)) == pytest.approx(1e-6)
+    # a 128×256 bf16 tile through a 1 GB/s port plus a 100 ns store round trip
+    assert float(tiling.gemm_epilogue_time(128, 256, 2, 1e9, 1e-7)) == pytest.approx(128 * 256 * 2 / 1e9 + 1e-7)
+
+
+def test_fa2_decode_pays_a_launch_and_a_round_trip_per_extra_kernel():
+    one, two = (ops.attention("a", b, 1, 63, 32, 8, 128) for b in (1, 2))
+    t1, t2 = (analytic.time_ops([op], A100) for op in (one, two))
+    extra = 2 * (A100.efficiency.launch_s + A100.memory["hbm"].latency_s)  # the two regrouping copies
+    assert float(t2.overhead[0] - t1.overhead[0]) == pytest.approx(extra, rel=1e-9)
+    k1, k2 = attention_kernel(one, A100), attention_kernel(two, A100)
+    assert k2.tail_s - k1.tail_s == pytest.approx(extra, rel=1e-9)
+
+
+def test_unsplit_mha_decode_streams_at_one_cta_per_head_in_both_engines():
+    # FA2 never splits multi-head decode: 8 CTAs walk 65535 keys each, at the bandwidth one CTA sustains
+    op = ops.attention("a", 1, 1, 65535, 8, 8, 128)
+    an = analytic.time_ops([op], A100)
+    stream = float(op.read_bytes) / (8 * A100.efficiency.attention_cta_bytes_per_s)
+    assert float(an.level_time["hbm"][0]) == pytest.approx(stream, rel=1e-9)
+    ev = event.time_ops([op], A100)
+    assert float(ev.time[0]) == pytest.approx(float(an.time[0]), rel=0.03)
+
+
+def test_event_prefill_grid_follows_the_flash_generation():
+    op = ops.attention("a", 4, 256, 256, 32, 8, 128)
+    fa2 = attention_kernel(op, A100)  # 4 sequences × 32 heads × 4 blocks of 64 rows
+    fa3 = attention_kernel(op, H100)  # 4 sequences × 8 KV heads × ⌈256·4/128⌉ = 8 blocks
+    assert fa2.tile_count == 4 * 32 * 4 and fa3.tile_count == 4 * 8 * 8
+    assert fa2.occupancy == fa3.occupancy == 1
