@@ -187,3 +187,13 @@ def test_threads_option_sets_the_core_count_and_measure_warns_on_a_mismatch(tmp_
         assert main(["calibrate", "--device", "cpu", "--threads", "0", "-o", str(tmp_path / "x.yaml")]) == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_other_runnable_reads_proc_stat(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nprocs_running 3\nprocs_blocked 0\n")
+    assert mb.other_runnable(samples=2, interval_s=0, path=str(stat)) == 2
+    stat.write_text("procs_running 1\n")
+    assert mb.other_runnable(samples=1, path=str(stat)) == 0
+    assert mb.other_runnable(path=str(tmp_path / "missing")) is None
+    assert mb.busy_warning("cuda") is None

@@ -233,6 +233,35 @@ def check_device(device: str) -> None:
                                     f"(torch {torch.__version__}); run with --device cpu")
 
 
+def other_runnable(samples: int = 5, interval_s: float = 0.02, path: str = "/proc/stat") -> int | None:
+    """Processes other than this one that were runnable on the CPU, the least over a few readings of the
+    kernel's ``procs_running`` (so that a passing blip does not count); None where /proc/stat does not exist.
+    A CPU measurement wants this at 0: torch runs one thread per core, and every parallel op waits for its
+    slowest thread, so one busy core can stretch a microsecond op to a scheduler tick."""
+    least = None
+    for i in range(samples):
+        try:
+            with open(path, encoding="ascii") as f:
+                running = next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            return None
+        least = running - 1 if least is None else min(least, running - 1)
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return max(least, 0) if least is not None else None
+
+
+def busy_warning(device: str) -> str | None:
+    """A warning to print before timing on a CPU that other processes are using, else None."""
+    if device != "cpu":
+        return None
+    others = other_runnable()
+    if not others:
+        return None
+    return (f"{others} other process(es) running on this CPU: CPU timings will be distorted (torch runs a thread "
+            "per core and a parallel op waits for the slowest); measure on an idle machine")
+
+
 def device_name(device: str) -> str:
     """A human name of the device: the CPU model or the GPU name, without ':' (used in ``source`` strings)."""
     if device == "cuda":

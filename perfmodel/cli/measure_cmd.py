@@ -77,6 +77,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         _set_threads(args)
+        _warn_if_busy(args.device)
         result = cal.calibrate(args.device, args.base, output=args.output, name=args.name,
                                quick=args.sizes == "small")
     except (DeviceUnavailable, ValueError) as exc:
@@ -110,6 +111,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_if_busy(device: str) -> None:
+    from perfmodel.validation.microbench import busy_warning
+
+    warning = busy_warning(device)
+    if warning:
+        print(f"perfmodel: warning: {warning}", file=sys.stderr)
+
+
 def _check_threads(args: argparse.Namespace) -> None:
     """Warn when a CPU run uses another thread count than the calibrated spec it names was measured with."""
     if args.device != "cpu" or not args.hardware:
@@ -137,6 +146,7 @@ def run_measure(args: argparse.Namespace) -> int:
         mb.check_device(args.device)
         _set_threads(args)
         _check_threads(args)
+        _warn_if_busy(args.device)
         if args.samples < 1 or args.target_ms <= 0:
             raise ValueError(f"--samples {args.samples} --target-ms {args.target_ms}: expected >= 1 and > 0")
         bf16 = not args.no_bf16 and mb.bf16_is_fast(args.device)
