@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from perfmodel.specs.hardware import Hardware, load_hardware
@@ -75,13 +74,14 @@ MIN_DATA_SHARE = 0.25
 #: the bandwidth sweep's kernel: a read-only sum on a CPU (what GEMVs and attention do to their weights and
 #: cache; a copy would add write-allocate traffic); a copy on a GPU, timed by its kernel
 STREAM = {"cpu": "read", "cuda": "copy"}
+STREAM_KINDS = tuple(STREAM.values())
 #: the skinny matmul of the half-performance row count: SKINNY_M rows against an SKINNY_N² weight (cached)
 SKINNY_M = 16
+SKINNY_N = 1024
 #: the first-touch benchmark's buffer: well above glibc's largest mmap threshold (32 MiB)
 FIRST_TOUCH_BYTES = 128 << 20
 #: interleaved rounds of the rate benchmarks (matmuls, exponentials); each keeps its median round
 ROUNDS = 3
-SKINNY_N = 1024
 
 COLUMNS = ("kind", "dtype", "size_bytes", "n", "level", "used_for", "seconds", "q1_s", "q3_s", "min_s", "reps",
            "gb_per_s", "gflop_per_s")
@@ -209,7 +209,7 @@ def effective_llc(hw: Hardware, table: pd.DataFrame) -> tuple[float | None, str 
     if len(names) < 3:
         return None, None
     llc, below = names[-2], names[-3]
-    sweep = table[table.kind.isin(["copy", "read"])].sort_values("size_bytes")
+    sweep = table[table.kind.isin(STREAM_KINDS)].sort_values("size_bytes")
     lo, nominal = 2 * hw.level_capacity_bytes(below), hw.level_capacity_bytes(llc)
     region = sweep[(sweep.size_bytes > lo) & (sweep.size_bytes <= nominal)]
     if region.empty or sweep.size_bytes.max() <= nominal:
@@ -232,9 +232,11 @@ def effective_llc(hw: Hardware, table: pd.DataFrame) -> tuple[float | None, str 
 
 
 def relabel(hw: Hardware, table: pd.DataFrame) -> pd.DataFrame:
-    """Recompute the sweep's ``level`` and ``used_for`` columns for ``hw`` (after its capacities changed)."""
+    """The bandwidth sweep's ``level`` (the level that holds each working set) and ``used_for`` (the level it
+    measures cleanly, or "") columns for ``hw``'s capacities: set once the sweep has run, and again when
+    calibration changes a capacity."""
     table = table.copy()
-    sweep = table.kind.isin(["copy", "read"])
+    sweep = table.kind.isin(STREAM_KINDS)
     table.loc[sweep, "level"] = [level_of(hw, s) for s in table.loc[sweep, "size_bytes"]]
     table.loc[sweep, "used_for"] = [qualifying_level(hw, s) or "" for s in table.loc[sweep, "size_bytes"]]
     return table
@@ -254,8 +256,7 @@ def run_microbenchmarks(device: str, hw: Hardware, *, quick: bool = False,
     bench = mb.read_bandwidth if stream == "read" else mb.copy_bandwidth
     for size in sizes:
         t = bench(device, size, budget)
-        rows.append(_row(stream, "fp32", size, 0, level_of(hw, size), qualifying_level(hw, size) or "", t,
-                         gb=size / t.median_s / 1e9))
+        rows.append(_row(stream, "fp32", size, 0, "", "", t, gb=size / t.median_s / 1e9))
     n = QUICK_MATMUL_N if quick else MATMUL_N[device]
     dtypes = ["fp32", "bf16"] if (device == "cuda" or mb.bf16_is_fast(device)) else ["fp32"]
     if device == "cuda":
@@ -288,7 +289,7 @@ def run_microbenchmarks(device: str, hw: Hardware, *, quick: bool = False,
     for (kind, dtype, size, nn, used_for, _), runs in zip(benches, results):
         t, rate = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
         rows.append(_row(kind, dtype, size, nn, "", used_for, t, gflop=rate / 1e9))
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    return relabel(hw, pd.DataFrame(rows, columns=list(COLUMNS)))
 
 
 def _unit(dtype: str) -> str:
@@ -304,14 +305,13 @@ def _row(kind, dtype, size, n, level, used_for, t: mb.Timing, gb=float("nan"), g
 def bandwidth_ceilings(hw: Hardware, table: pd.DataFrame) -> tuple[dict[str, float], list[str]]:
     """Measured bandwidth (B/s) of each level with clean copy sizes, nearest level never slower; plus notes."""
     notes: list[str] = []
-    streams = table[table.kind.isin(["copy", "read"])]
+    streams = table[table.kind.isin(STREAM_KINDS)]
     kind = str(streams.kind.iloc[0]) if len(streams) else "copy"
     tiny = table[table.kind == ("tiny_sum" if kind == "read" else "tiny_copy")]
     t0 = float(tiny.seconds.iloc[0]) if len(tiny) else 0.0
-    copies = streams
     measured: dict[str, float] = {}
     for name in cache_level_names(hw):
-        sizes = copies[copies.used_for == name]
+        sizes = streams[streams.used_for == name]
         if sizes.empty:
             continue
         if name == hw.main_memory:
@@ -474,9 +474,8 @@ def calibrate(device: str = "cpu", base: str | Path | Hardware | None = None, *,
             hw = validate(Hardware, data, f"host spec from {hw.name}")
             table = relabel(hw, table)
             host_notes.append(note)
-    cal = build_spec(hw, table, device=device, name=name or out.stem, sidecar=sidecar_path(out).name,
-                     extra_notes=host_notes)
-    return cal
+    return build_spec(hw, table, device=device, name=name or out.stem, sidecar=sidecar_path(out).name,
+                      extra_notes=host_notes)
 
 
 def write_calibration(cal: Calibration, path: str | Path) -> tuple[Path, Path]:

@@ -100,8 +100,8 @@ def eager_kernels(op: Op, kind: str, variant: str, dtype: str, *, device: str, f
     """
     tokens, width = op.shape.get("tokens"), op.shape.get("width")
 
-    def ew(name, inputs, outputs, flops, var="", fresh=True, dt=dtype, rows=None, cols=None):
-        e = ops.elementwise(name, tokens if rows is None else rows, width if cols is None else cols, dt,
+    def ew(name, inputs, outputs, flops, var="", fresh=True, dt=dtype, cols=None):
+        e = ops.elementwise(name, tokens, width if cols is None else cols, dt,
                             inputs=inputs, outputs=outputs, flops_per_element=flops, variant=var)
         e = replace(e, reuse_bytes=factor * e.bytes)
         return replace(e, shape={**e.shape, "fresh_output": fresh})

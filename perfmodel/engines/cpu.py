@@ -109,6 +109,13 @@ def flash_pairs(q_len: Any, kv_len: Any, mask: str) -> Any:
     return total
 
 
+def pointwise_elements(op: Op) -> Any:
+    """Elements of an elementwise or norm op (tokens × width); None for any other op."""
+    if op.kind not in ("elementwise", "norm") or "tokens" not in op.shape:
+        return None
+    return np.asarray(op.shape["tokens"], dtype=float) * np.asarray(op.shape["width"], dtype=float)
+
+
 def threads_used(elements: Any, units: int) -> Any:
     """Threads a PyTorch CPU elementwise or reduction kernel runs on: its loop is split in chunks of at least
     ``GRAIN_SIZE`` elements, one per thread (at::parallel_for), so a small op runs on one core."""
@@ -130,8 +137,8 @@ def compute_times(op_list: Sequence[Op], hw: Hardware, compute: np.ndarray, over
             written = np.asarray(op.write_bytes, dtype=float)
             overhead[i] = overhead[i] + np.where(written > MMAP_THRESHOLD_BYTES,
                                                  written / eff.page_fault_bytes_per_s, 0.0)
-        if op.kind in ("elementwise", "norm") and "tokens" in op.shape:
-            elements = np.asarray(op.shape["tokens"], dtype=float) * np.asarray(op.shape["width"], dtype=float)
+        elements = pointwise_elements(op)
+        if elements is not None:
             if op.kind == "elementwise" and op.shape.get("variant") in EXP_VARIANTS:
                 compute[i] = compute[i] + elements / exps_per_s
             slow = hw.compute.units / threads_used(elements, hw.compute.units)
@@ -167,8 +174,8 @@ def adjust_kernel(kernel: Any, op: Op, hw: Hardware) -> Any:
     appended to the kernel's tail. Kernels of a GPU, or of ops this module leaves alone, come back unchanged."""
     from dataclasses import replace
 
-    pointwise = op.kind in ("elementwise", "norm") and "tokens" in op.shape
-    touched = op.kind in ("gemm", "attention") or op.shape.get("fresh_output") or pointwise
+    elements = pointwise_elements(op)
+    touched = op.kind in ("gemm", "attention") or op.shape.get("fresh_output") or elements is not None
     if hw.kind != "cpu" or not touched:
         return kernel
     eff = hw.efficiency
@@ -176,8 +183,8 @@ def adjust_kernel(kernel: Any, op: Op, hw: Hardware) -> Any:
     plain = (float(op.flops) / (hw.compute.peak_flops(op.dtype, op.unit) * unit_eff)
              + float(op.vector_flops) / (hw.compute.peak_flops(op.dtype, "vector") * eff.vector))
     compute, extra = compute_times([op], hw, np.array([plain]), np.zeros(1), {})
-    if pointwise:
-        threads = int(threads_used(float(op.shape["tokens"]) * float(op.shape["width"]), hw.compute.units))
+    if elements is not None:
+        threads = int(threads_used(float(elements), hw.compute.units))
         if threads < hw.compute.units:  # one tile per thread the loop really runs on (see compute_times)
             from perfmodel.engines.event_gpu import TileClass
 
