@@ -32,6 +32,10 @@ SOURCES: dict[str, str] = {
 }
 
 
+class SkippedInput(UserWarning):
+    """A file (or part of one) an importer left out, with the reason; the CLI prints each one."""
+
+
 def import_source(source: str, path: str | os.PathLike, **options: Any) -> pd.DataFrame:
     """Import one dataset (a key of ``SOURCES``) from a file or folder; returns a normalized table."""
     if source not in SOURCES:

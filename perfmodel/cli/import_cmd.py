@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 SOURCES = ("aiconfigurator", "vidur", "llmcompass", "llmservingsim", "ncu")
 SHAPE_OPTIONS = ("m", "n", "k", "batch", "q_len", "kv_len", "heads", "kv_heads", "head_dim")
@@ -38,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--gemm-kernel", help="GEMM kernel_source (default: torch.nn.functional.linear, "
                                          "else vllm_default)")
     a.add_argument("--gemm-dtype", help="gemm_dtype to keep (default bfloat16)")
-    a.add_argument("--attention-kernel", help="attention kernel_source (default: vllm_flash_attn_fa3, "
-                                              "else vllm_flash_attn)")
+    a.add_argument("--attention-kernel", help="attention kernel_source (default: the one vLLM runs on the GPU: "
+                                              "vllm_flash_attn_fa3, vllm_flash_attn, vllm_flash_attn_fa2, else "
+                                              "vllm_flashinfer_trtllmprefill / trtllmdecode)")
     a.add_argument("--kv-cache-dtype", help="kv_cache_dtype to keep (default bfloat16)")
 
     n = p.add_argument_group("ncu options (the shape every kernel takes, or --shapes)")
@@ -82,11 +84,16 @@ def run(args: argparse.Namespace) -> int:
     from perfmodel.cli.output import print_json, table
 
     try:
-        from perfmodel.validation.importers import import_source
+        from perfmodel.validation.importers import SkippedInput, import_source
         from perfmodel.validation.table import append_rows, summarize, table_format, write_table
 
         table_format(args.output)
-        data = import_source(args.source, args.path, **_options(args))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SkippedInput)
+            data = import_source(args.source, args.path, **_options(args))
+        skipped = [str(w.message) for w in caught if issubclass(w.category, SkippedInput)]
+        for message in skipped:
+            print(f"perfmodel: note: {message}", file=sys.stderr)
         if args.append:
             append_rows(args.output, data)
         else:
@@ -97,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     groups = summarize(data)
     if args.json:
         print_json({"source": args.source, "path": args.path, "output": args.output, "appended": args.append,
-                    "rows": len(data), "groups": groups})
+                    "rows": len(data), "groups": groups, "skipped": skipped})
         return 0
     headers = ["hardware", "op", "dtype", "variant", "rows", "min_ms", "median_ms", "max_ms"]
     rows = [[g["hardware"], g["op"], g["dtype"], g["variant"] or "-", g["rows"],
