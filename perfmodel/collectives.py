@@ -75,12 +75,31 @@ class AllReduceModel:
         half = link.collective_half_size_bytes if half_size_bytes is None else half_size_bytes
         return cls(link.bandwidth_bytes_per_s, link.latency_s or 0.0, hw.efficiency.launch_s, eff, half)
 
+    def ramp(self, message_bytes: Any) -> Any:
+        """Slow-down of the ring's streaming on a message of S bytes: 1 + √(S½/S)."""
+        s = np.maximum(np.asarray(message_bytes, dtype=float), 1.0)
+        return 1.0 + np.sqrt(self.half_size_bytes / s)
+
+    def latency_time(self, devices: Any) -> Any:
+        """The latency term: one link latency per GPU (p·ℓ), none on one GPU."""
+        p = np.asarray(devices, dtype=float)
+        return np.where(p > 1, p * self.link_latency_s, 0.0)
+
+    def stream_time(self, message_bytes: Any, devices: Any) -> Any:
+        """The bandwidth term: V/(B·η∞)·(1 + √(S½/S)) with V the ring bytes of each device."""
+        s = np.maximum(np.asarray(message_bytes, dtype=float), 1.0)
+        stream = ring_bytes(s, devices) / (self.link_bandwidth_bytes_per_s * self.efficiency)
+        return stream * self.ramp(s)
+
     def time(self, message_bytes: Any, devices: Any) -> Any:
         """Seconds for an all-reduce of ``message_bytes`` over ``devices`` GPUs (arrays broadcast)."""
-        s = np.maximum(np.asarray(message_bytes, dtype=float), 1.0)
-        p = np.asarray(devices, dtype=float)
-        stream = ring_bytes(s, p) / (self.link_bandwidth_bytes_per_s * self.efficiency)
-        return self.launch_s + p * self.link_latency_s + stream * (1.0 + np.sqrt(self.half_size_bytes / s))
+        return self.launch_s + self.latency_time(devices) + self.stream_time(message_bytes, devices)
+
+
+def message_bytes(link_bytes: Any, devices: Any) -> Any:
+    """The buffer S of an all-reduce whose ring moves ``link_bytes`` = 2(p−1)/p·S per device."""
+    p = np.maximum(np.asarray(devices, dtype=float), 1)
+    return np.asarray(link_bytes, dtype=float) * p / np.maximum(2.0 * (p - 1), 1e-30)
 
 
 def engine_time(message_bytes: Any, devices: Any, hw, dtype: str = "fp16") -> np.ndarray:

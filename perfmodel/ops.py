@@ -157,7 +157,7 @@ def attention(name: str, batch, q_len, kv_len, heads, kv_heads, head_dim, *, mas
              * kv_tokens / np.maximum(kv_len, 1e-30))
     l2 = q_read + np.maximum(kv_l2, kv_read) + write
     shape = {"batch": batch, "q_len": q_len, "kv_len": kv_len, "heads": heads, "kv_heads": kv_heads,
-             "head_dim": head_dim, "mask": mask, "kv_bits": kv_bits}
+             "head_dim": head_dim, "mask": mask, "kv_bits": kv_bits, "pairs": pairs}
     return Op(name, "attention", phase, shape, dtype, flops, q_read + kv_read, write, l2, count, "tensor",
               vector_flops=dequant_flops)
 

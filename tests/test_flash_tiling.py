@@ -63,11 +63,11 @@ def test_prefill_grid_fa2_one_cta_per_query_head_fa3_packs_the_group():
     # 256 sequences of 16 tokens, 32 query heads on 8 KV heads, nothing but the tile time (no FLOPs): FA2 runs
     # 256·32 = 8192 CTAs of 64 rows = ⌈8192/108⌉ = 76 waves; FA3 packs 4 heads × 16 tokens into one 128-row
     # block per (sequence, KV head): 2048 CTAs = 19 waves.
-    kw = dict(sms=108, peak=1e15, tile_s=1e-6, head_dim=128)
-    fa2 = tiling.attention_compute_time(256, 16, 32, 8, 0.0, kernel=FA2, **kw)
-    fa3 = tiling.attention_compute_time(256, 16, 32, 8, 0.0, kernel=FA3, **kw)
-    assert float(fa2) == pytest.approx(76e-6, rel=1e-12)
-    assert float(fa3) == pytest.approx(19e-6, rel=1e-12)
+    for kernel, expected in ((FA2, 76e-6), (FA3, 19e-6)):
+        plan = tiling.attention_plan(256, 16, 16, 32, 8, 128, sms=108, kernel=kernel)
+        assert float(plan.splits) == 1
+        got = tiling.attention_compute_time(plan, 0.0, sms=108, tile_s=1e-6)
+        assert float(got) == pytest.approx(expected, rel=1e-12)
     assert float(FA3.block_q(64)) == 192 and float(FA3.block_q(128)) == 128 and float(FA2.block_q(256)) == 64
 
 
@@ -109,3 +109,49 @@ def test_event_prefill_grid_follows_the_flash_generation():
     fa3 = attention_kernel(op, H100)  # 4 sequences × 8 KV heads × ⌈256·4/128⌉ = 8 blocks
     assert fa2.tile_count == 4 * 32 * 4 and fa3.tile_count == 4 * 8 * 8
     assert fa2.occupancy == fa3.occupancy == 1
+
+
+def test_fa3_splits_a_call_with_a_few_queries_per_sequence_over_the_cache():
+    """A block-diffusion step or a verify pass (1 < q_len < kv_len) is split like a decode call under FA3: one
+    sequence, 32 queries, 8 KV heads = 8 packed 128-row tiles over 32 key blocks on 132 SMs -> 16 splits; FA2 as
+    vLLM calls it splits only a regrouped decode call."""
+    fa3 = tiling.attention_plan(1, 32, 4096, 32, 8, 128, sms=132, kernel=FA3)
+    assert (float(fa3.tiles), float(fa3.splits), float(fa3.extra)) == (8, 16, 1)
+    fa2 = tiling.attention_plan(1, 32, 4096, 32, 8, 128, sms=108, kernel=FA2)
+    assert (float(fa2.tiles), float(fa2.splits), float(fa2.extra)) == (32, 1, 0)
+
+
+def test_split_verify_pass_on_h100_is_near_its_bytes_bound():
+    """perfmodel op attention --hardware h100-sxm --batch 1 --q-len 32 --kv-len 4096 --heads 32 --kv-heads 8:
+    with the split, within 2x of the time its bytes need at the attainable HBM bandwidth plus the fixed costs
+    (launch, the call's overhead, the combine kernel's launch and round trip)."""
+    op = ops.attention("a", 1, 32, 4096, 32, 8, 128)
+    eff = H100.efficiency
+    hbm = H100.memory["hbm"]
+    bytes_s = float(op.bytes) / (hbm.bandwidth_bytes_per_s * eff.memory_fraction("hbm"))
+    fixed = eff.launch_s + hbm.latency_s + eff.prefill_attention_overhead_s + eff.launch_s + hbm.latency_s
+    for engine in (analytic, event):
+        t = float(engine.time_ops([op], H100).time[0])
+        assert t < 2 * (bytes_s + fixed), engine.__name__
+
+
+def test_both_engines_read_one_plan_for_gemm_and_attention():
+    """The event engine's kernels are the plans of perfmodel/engines/tiling.py: the same tile shape, split-K and
+    occupancy for a GEMM, the same CTAs for attention, so alone on the GPU they agree with the analytic engine
+    on large regular ops."""
+    gemm = ops.gemm("g", 8192, 8192, 8192)
+    k = event.kernel_for(gemm, H100)
+    sh = gemm.shape
+    plan = tiling.gemm_plan(8192, 8192, 8192, a_bytes=sh["a_bytes"], w_bytes=sh["w_bytes"], o_bytes=sh["o_bytes"],
+                            sms=132, peak=analytic.tensor_rate(gemm, H100), l2_bw=event.gpu_config(H100)
+                            .bandwidth_bytes_per_s["l2"], hbm_bw=event.gpu_config(H100).bandwidth_bytes_per_s["hbm"],
+                            hbm_bytes=float(gemm.bytes), latency=H100.memory["hbm"].latency_s,
+                            store_latency=H100.memory["l2"].latency_s,
+                            reduce_s=H100.efficiency.launch_s + H100.memory["l2"].latency_s,
+                            smem_bytes=H100.memory["smem"].capacity_bytes)
+    assert k.tile_count == int(plan.tiles) and k.occupancy == int(plan.occupancy) and k.label == plan.label
+    assert float(event.time_ops([gemm], H100).time[0]) == pytest.approx(float(analytic.time_ops([gemm], H100).time[0]),
+                                                                        rel=0.05)
+    attn = ops.attention("a", 4, 1, 8192, 32, 8, 128)
+    grid = tiling.attention_plan(4, 1, 8192, 32, 8, 128, sms=132, kernel=FA3)
+    assert attention_kernel(attn, H100).tile_count == int(grid.ctas)

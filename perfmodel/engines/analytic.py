@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from perfmodel import collectives
 from perfmodel.ops import Op
 from perfmodel.specs.hardware import Hardware
 
@@ -47,9 +48,20 @@ def cache_levels(hw: Hardware) -> list[Level]:
     return out
 
 
+def serving_level(reuse: Any, levels: Sequence[Level]) -> Any:
+    """Index of the level that serves an op's operands: the nearest whose capacity holds its reuse footprint
+    (``Op.reuse_bytes``), main memory otherwise."""
+    reuse = np.asarray(reuse, dtype=float)
+    serve = np.full(reuse.shape, len(levels) - 1)
+    for i in reversed(range(len(levels) - 1)):
+        serve = np.where(reuse <= levels[i].capacity, i, serve)
+    return serve
+
+
 def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_bytes, per_op):
-    """Replace the compute (and L2) terms of GEMMs and attention by their tile-wave versions (see tiling.py):
-    GEMMs with their latency-paced mainloop, epilogue and split-K reduction kernel; attention with the grid of
+    """Replace the compute (and L2) terms of GEMMs and attention by the closed form of their kernel plans
+    (:mod:`perfmodel.engines.tiling`, the plans the event engine simulates): GEMMs with their tile shape,
+    split-K, occupancy, latency-paced mainloop, epilogue and split-K reduction kernel; attention with the grid of
     the device's FlashAttention generation (``efficiency.attention_kernel``), its split-KV heuristic and extra
     kernels, the attention mainloop's own tensor efficiency and the prefill tile time when calibrated."""
     from perfmodel.engines import tiling
@@ -59,82 +71,106 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
     l2, main = levels[0], levels[-1]
     compute = compute.copy()
     overhead = overhead.copy()
-    tile_s = eff.attention_tile_s
-    if tile_s is None:
-        tile_s = tiling.DECODE_DEPENDENT_LOADS * main.latency
+    exact = np.full(shape, np.nan)  # a GEMM's time, summed once (busy + overhead would round it differently)
+    smem = smem_per_sm(hw)
     for i, op in enumerate(op_list):
         if op.unit != "tensor" or op.kind not in ("gemm", "attention"):
             continue
-        peak = hw.compute.peak_flops(op.dtype, "tensor") * (
-            eff.tensor if op.kind == "gemm" or eff.attention_tensor is None else eff.attention_tensor)
         vec = np.asarray(op.vector_flops, dtype=float) / (hw.compute.peak_flops(op.dtype, "vector") * eff.vector)
+        sh = op.shape
         if op.kind == "gemm":
-            sh = op.shape
             hbm_b = level_bytes[main.name][i]
-            t, c, l2t, l2b = tiling.gemm_time(sh["m"], sh["n"], sh["k"], a_bytes=sh["a_bytes"], w_bytes=sh["w_bytes"],
-                                              o_bytes=sh["o_bytes"], sms=sms, peak=peak, l2_bw=l2.bandwidth,
-                                              hbm_bw=main.bandwidth, hbm_bytes=hbm_b,
-                                              latency=np.where(hbm_b > 0, main.latency, l2.latency),
-                                              store_latency=l2.latency, reduce_s=eff.launch_s + l2.latency)
-            c = c + vec
-            l2_time = np.maximum(l2t, level_time[l2.name][i] if l2.name != main.name else 0.0)
+            plan = tiling.gemm_plan(sh["m"], sh["n"], sh["k"], a_bytes=sh["a_bytes"], w_bytes=sh["w_bytes"],
+                                    o_bytes=sh["o_bytes"], sms=sms, peak=tensor_rate(op, hw), l2_bw=l2.bandwidth,
+                                    hbm_bw=main.bandwidth, hbm_bytes=hbm_b,
+                                    latency=np.where(hbm_b > 0, main.latency, l2.latency),
+                                    store_latency=l2.latency, reduce_s=eff.launch_s + l2.latency, smem_bytes=smem)
+            c = plan.compute_s + vec
+            l2_time = np.maximum(plan.l2_s, level_time[l2.name][i] if l2.name != main.name else 0.0)
             level_time[l2.name][i] = l2_time
-            level_bytes[l2.name][i] = np.maximum(l2b, level_bytes[l2.name][i])
+            level_bytes[l2.name][i] = np.maximum(plan.l2_bytes, level_bytes[l2.name][i])
             compute[i] = c
             busy = np.maximum.reduce([c, l2_time, level_time[main.name][i]])
-            overhead[i] = overhead[i] + np.maximum(t + vec - busy, 0.0)
+            exact[i] = np.maximum(plan.time + vec, busy) + overhead[i]
+            overhead[i] = overhead[i] + np.maximum(plan.time + vec - busy, 0.0)
         else:
-            sh = op.shape
-            pairs = op.flops / (4.0 * sh["batch"] * sh["heads"] * sh["head_dim"])
-            exps = tiling.softmax_exps(sh["batch"], sh["heads"], pairs)
-            rate = tiling.exp_rate(hw.compute.peak_flops("fp32", "vector") * eff.vector)
-            kernel = tiling.flash_kernel(eff.attention_kernel)
-            tiles, splits, extra = tiling.decode_grid(sh["batch"], sh["heads"], sh["kv_heads"], sh["kv_len"],
-                                                      sh["head_dim"], sms=sms, kernel=kernel)
-            c = tiling.attention_compute_time(sh["batch"], sh["q_len"], sh["heads"], sh["kv_heads"], op.flops,
-                                              sms=sms, peak=peak, exps=exps, exp_per_s=rate, tile_s=tile_s,
-                                              head_dim=sh["head_dim"], kernel=kernel, decode_tiles=tiles,
+            plan, work, kernel = attention_terms(op, hw)
+            c = tiling.attention_compute_time(plan, work, sms=sms, tile_s=attention_tile_s(hw),
                                               prefill_tile_s=eff.prefill_attention_tile_s)
             compute[i] = c + vec
             # Each CTA's stream is latency-bound (Little's law): the calibrated per-CTA bandwidth holds for
             # main memory and scales with latency for a nearer level serving the cache.
-            cta_bw = eff.attention_cta_bytes_per_s or 0.0
             for lvl in (main, l2):
                 served = (level_bytes[lvl.name][i] > 0) if lvl is main else (level_bytes[main.name][i] == 0)
-                scale = (main.latency / lvl.latency) if (lvl.latency and main.latency) else 1.0
-                stream = tiling.decode_stream_time(sh["batch"], sh["q_len"], sh["kv_heads"], sh["kv_len"],
-                                                   op.read_bytes, sms=sms, cta_bw=cta_bw * scale,
-                                                   ctas=tiles * splits)
+                stream = tiling.stream_floor(op.read_bytes, plan.ctas, plan.occupancy, sms,
+                                             cta_bandwidth(hw, lvl.latency))
                 level_time[lvl.name][i] = np.where(served, np.maximum(level_time[lvl.name][i], stream),
                                                    level_time[lvl.name][i])
                 if l2 is main:
                     break
-            q_len = np.asarray(sh["q_len"], dtype=float)
-            # Decode calls that launch more kernels (split-KV combine, FA2's Q/O regrouping copies) pay a launch
-            # and a main-memory round trip for each, as any small kernel does here.
-            extra_s = extra * (eff.launch_s + main.latency)
-            overhead[i] = overhead[i] + np.where(q_len > 1, eff.prefill_attention_overhead_s,
-                                                 eff.attention_overhead_s + extra_s)
-    return compute, overhead
+            overhead[i] = overhead[i] + attention_fixed_s(plan, hw)
+    return compute, overhead, exact
 
 
-def _allreduce_time(link_bytes, devices, link, default_efficiency: float):
-    """All-reduce time on a link (perfmodel/collectives.py derives it and checks it against NCCL):
-    p·ℓ (NCCL's low-latency protocol overlaps the ring steps: about one link latency per GPU) + the ring bytes
-    over the link at the collective efficiency, slowed for small messages by (1 + √(S½/S)).
-    Here ``link_bytes`` = 2(p−1)/p·S, so S = link_bytes·p / (2(p−1))."""
-    p = np.maximum(devices, 1)
-    message = link_bytes * p / np.maximum(2.0 * (p - 1), 1e-30)
-    eta = link.collective_efficiency or default_efficiency
-    ramp = 1.0 + np.sqrt(link.collective_half_size_bytes / np.maximum(message, 1.0))
-    return np.where(p > 1, p * (link.latency_s or 0.0) + link_bytes / (link.bandwidth_bytes_per_s * eta) * ramp, 0.0)
+def smem_per_sm(hw: Hardware) -> float | None:
+    """Shared memory of one SM (the nearest level when it is per unit), for kernel occupancy; None otherwise."""
+    nearest = next(iter(hw.memory.values()))
+    return nearest.capacity_bytes if nearest.per_unit else None
 
 
-def _link(hw: Hardware):
-    for name in ("nvlink", "xgmi", "infinity_fabric", "pcie"):
-        if name in hw.interconnect:
-            return hw.interconnect[name]
-    return None
+def tensor_rate(op: Op, hw: Hardware) -> float:
+    """Attainable tensor FLOP/s of a GEMM or (``efficiency.attention_tensor``) an attention mainloop."""
+    eff = hw.efficiency
+    frac = eff.tensor if op.kind == "gemm" or eff.attention_tensor is None else eff.attention_tensor
+    return hw.compute.peak_flops(op.dtype, "tensor") * frac
+
+
+def attention_tile_s(hw: Hardware) -> float:
+    """Serial time of one attention tile: the calibrated ``efficiency.attention_tile_s``, else
+    ``tiling.DECODE_DEPENDENT_LOADS`` main-memory round trips."""
+    from perfmodel.engines import tiling
+
+    tile_s = hw.efficiency.attention_tile_s
+    if tile_s is None:
+        tile_s = tiling.DECODE_DEPENDENT_LOADS * cache_levels(hw)[-1].latency
+    return tile_s
+
+
+def cta_bandwidth(hw: Hardware, latency: float) -> float:
+    """Bandwidth one attention CTA sustains from a level of ``latency``: the calibrated
+    ``efficiency.attention_cta_bytes_per_s`` holds for main memory; the same bytes in flight over a shorter round
+    trip stream proportionally faster (Little's law). 0: no such limit."""
+    cta_bw = hw.efficiency.attention_cta_bytes_per_s or 0.0
+    main_latency = cache_levels(hw)[-1].latency
+    if cta_bw and latency and main_latency:
+        cta_bw *= main_latency / latency
+    return cta_bw
+
+
+def attention_terms(op: Op, hw: Hardware):
+    """(plan, whole-GPU work seconds, FlashKernel) of an attention op on a GPU: the grid of the device's
+    FlashAttention generation and the mainloop's matmuls and exponentials (``op.shape['pairs']`` of them per
+    head), at the attention tensor rate and the special-function rate."""
+    from perfmodel.engines import tiling
+
+    sh = op.shape
+    kernel = tiling.flash_kernel(hw.efficiency.attention_kernel) if hw.kind == "gpu" else None
+    plan = tiling.attention_plan(sh["batch"], sh["q_len"], sh["kv_len"], sh["heads"], sh["kv_heads"],
+                                 sh["head_dim"], sms=hw.compute.units, kernel=kernel)
+    exps = tiling.softmax_exps(sh["batch"], sh["heads"], sh["pairs"])
+    rate = tiling.exp_rate(hw.compute.peak_flops("fp32", "vector") * hw.efficiency.vector)
+    work = tiling.attention_work(np.asarray(op.flops, dtype=float), exps, peak=tensor_rate(op, hw),
+                                 exp_per_s=rate, kernel=kernel)
+    return plan, work, kernel
+
+
+def attention_fixed_s(plan, hw: Hardware):
+    """Fixed cost of an attention call beyond one launch: the calibrated per-call overhead (prefill or decode)
+    plus, for each extra kernel (split-KV combine, FA2's regrouping copies), a launch and a main-memory round
+    trip, as any small kernel pays here."""
+    eff = hw.efficiency
+    extra_s = plan.extra * (eff.launch_s + cache_levels(hw)[-1].latency)
+    return np.where(plan.decode, eff.attention_overhead_s, eff.prefill_attention_overhead_s) + extra_s
 
 
 @dataclass
@@ -175,10 +211,7 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
     compute = flops / peak + vflops / vpeak
 
     levels = cache_levels(hw)
-    # Serving level index: the nearest level whose capacity holds the reuse footprint (main memory otherwise).
-    serve = np.full(shape, len(levels) - 1)
-    for i in reversed(range(len(levels) - 1)):
-        serve = np.where(reuse <= levels[i].capacity, i, serve)
+    serve = serving_level(reuse, levels)
     level_bytes: dict[str, np.ndarray] = {}
     level_time: dict[str, np.ndarray] = {}
     compute = np.array(compute, dtype=float)
@@ -190,22 +223,24 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
         level_time[lvl.name] = traffic / lvl.bandwidth
     latency = np.choose(serve, [np.full(shape, lvl.latency) for lvl in levels]) if levels else np.zeros(shape)
     overhead = eff.launch_s + latency
+    exact = None
 
     if hw.kind == "gpu" and len(levels) >= 2:
-        compute, overhead = _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_bytes, per_op)
+        compute, overhead, exact = _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_bytes,
+                                          per_op)
     elif hw.kind == "cpu":
         from perfmodel.engines import cpu  # few-row matmuls, exponentials, flash blocks (cpu.py)
 
         compute, overhead = cpu.compute_times(op_list, hw, compute, overhead, level_time)
 
-    # Collectives run on the interconnect instead: bytes over the link + one link latency per ring step.
+    # Collectives run on the interconnect instead (perfmodel/collectives.py: one link latency per GPU + the ring
+    # bytes at the collective efficiency, slowed on small messages).
     is_comm = per_op([op.kind == "allreduce" for op in op_list]).astype(bool)
     if is_comm.any():
-        link = _link(hw)
-        if link is None:
-            raise ValueError(f"hardware {hw.name!r}: an all-reduce needs an `interconnect` entry (nvlink, xgmi or pcie)")
         devices = _stack([op.shape.get("devices", 1) for op in op_list], shape[1:])
-        comm = _allreduce_time(nbytes, devices, link, eff.memory_fraction(hw.main_memory))
+        model = collectives.AllReduceModel.from_hardware(hw)
+        size = collectives.message_bytes(nbytes, devices)
+        comm = np.where(devices > 1, model.latency_time(devices) + model.stream_time(size, devices), 0.0)
         level_time["link"] = np.where(is_comm, comm, 0.0)
         level_bytes["link"] = np.where(is_comm, nbytes, 0.0)
         for name in list(level_time):
@@ -219,6 +254,8 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
     terms = np.stack([compute, *level_time.values()])
     busy = terms.max(axis=0)
     time = busy + overhead
+    if exact is not None:
+        time = np.where(np.isnan(exact), time, exact)
     bound_idx = terms.argmax(axis=0)
     bound = np.array(names, dtype=object)[bound_idx]
     bound = np.where(overhead > busy, OVERHEAD, bound)

@@ -1,26 +1,34 @@
-"""Tile-level timing of GEMMs and fused attention on a GPU: waves of thread blocks over the SMs.
+"""What a GPU kernel launches for an op: tile shapes, grids, splits, occupancy and per-tile work. Both engines
+read these plans; they differ only in how they schedule the tiles, never in what a tile costs.
 
 A GPU runs a kernel as a grid of tiles dealt out to its SMs in waves, like a print shop with a fixed number of
-presses: a job of 133 sheets on 132 presses takes two rounds, not 1.008. For a GEMM the library picks a tile
-shape and a split of K; we model the common choices and take the fastest, as cuBLAS's heuristics and
-autotuners aim to. Per candidate (tile tm × tn, split-K s):
-    tiles    = ⌈m/tm⌉·⌈n/tn⌉·s,  waves = ⌈tiles / SMs⌉
-    mainloop = 2·tm·tn·⌈k/s⌉ / (peak/SMs · E.tensor · shape_eff(tm, tn)),  at least ⌈⌈k/s⌉/(BK·stages)⌉ round
-               trips to the level serving A and B (the pipeline keeps `stages` K-blocks in flight: Little's law)
-    epilogue = tm·tn·(output or fp32 partial bytes) / (B_L2 · E.l2 / SMs) + one L2 round trip (not overlapped)
-    L2       = tiles · (tm + tn)·⌈k/s⌉·a / (B_L2 · E.l2)          (every tile streams its A and B panels)
-    HBM      = (m·k + k·n + m·n)·a (+ fp32 partials for s > 1) / (B_HBM · E.hbm)
-    time     = max(waves · (mainloop + epilogue), L2, HBM)
-               (+ for s > 1 the reduction kernel: a launch, a round trip, reading the partials and writing C)
+presses: a job of 133 sheets on 132 presses takes two rounds, not 1.008. The analytic engine
+(:mod:`perfmodel.engines.analytic`) sums the waves in closed form (:func:`waves_time`); the event engine
+(:mod:`perfmodel.engines.event_tiling`) turns the same plan into SimPy tiles that share bandwidth as they run.
+
+**GEMM** (:func:`gemm_plan`). The library picks a tile shape and a split of K; we offer the common CUTLASS /
+cuBLAS choices and take the fastest by the closed form below, as cuBLAS's heuristics and autotuners aim to.
+Per candidate (tile tm × tn, split-K s, r = CTAs resident per SM from the shared-memory footprint of its
+pipeline, :func:`gemm_occupancy`):
+    tiles    = ⌈m/tm⌉·⌈n/tn⌉·s,    slots = SMs·r
+    mainloop = 2·tm·tn·⌈k/s⌉ / (peak/SMs · shape_eff(tm, tn))      (one SM's time for one tile)
+               at least ⌈⌈k/s⌉/(BK·stages)⌉ round trips to the level serving A and B (Little's law per CTA)
+    epilogue = tm·tn·(output or fp32 partial bytes) / (B_L2 / SMs) + one L2 round trip (not overlapped)
+    waves    = Σ over waves of w tiles: epilogue + max(floor, mainloop·max(1, w/SMs))     (:func:`waves_time`)
+    L2       = tiles · (tm·a + tn·w)·⌈k/s⌉ + m·n·o  bytes          HBM = unique bytes (+ fp32 partials)
+    time     = max(waves, L2 / B_L2, HBM / B_HBM) (+ for s > 1 the reduction kernel: a launch, a round trip,
+               reading the partials and writing C)
 shape_eff < 1 for tiles smaller than 128×256: fewer FLOPs per byte of shared memory and fewer warps to hide
 latency.
 
-Flash attention is tiled as the FlashAttention generation the device runs (``efficiency.attention_kernel``,
-:class:`FlashKernel`): FA3 (Hopper) packs the GQA group into 128-row (192 for head_dim ≤ 96) query tiles and
-overlaps the softmax with the matmuls; FA2 (Ampere, and the default) runs one 64-row CTA per query head and
-exponentiates between the matmuls. Decode is split over the KV cache by FlashAttention's own ``num_splits``
-heuristic (:func:`num_splits_heuristic`, :func:`decode_grid`); the split's combine kernel, and FA2's Q/O
-regrouping copies, are extra kernels of the call.
+**Attention** (:func:`attention_plan`) is tiled as the FlashAttention generation the device runs
+(``efficiency.attention_kernel``, :class:`FlashKernel`): FA3 (Hopper) packs the GQA group into 128-row (192 for
+head_dim ≤ 96) query tiles and overlaps the softmax with the matmuls; FA2 (Ampere, Ada, and the default) runs
+one 64-row CTA per query head and exponentiates between the matmuls. The KV cache is split by FlashAttention's
+own ``num_splits`` heuristic (:func:`num_splits_heuristic`): FA3 applies it to every call (so a block-diffusion
+step or a speculative verify pass with 1 < q_len < kv_len is split too), FA2 as vLLM calls it only to a decode
+call whose GQA group it regroups into the query rows. The split's combine kernel, and FA2's Q/O regrouping
+copies, are extra kernels of the call.
 """
 from __future__ import annotations
 
@@ -39,11 +47,21 @@ ATTN_BLOCK_Q = 128
 # defaults); a 128x256 bf16 tile then needs 4·(128+256)·64·2 B = 192 KiB: one tile per SM.
 GEMM_BLOCK_K = 64
 GEMM_STAGES = 4
+MAX_OCCUPANCY = 16
 
 
 def shape_efficiency(tm: int, tn: int) -> float:
     """Fraction of the per-SM peak a tile of tm×tn sustains relative to 128×256 (mild: ^0.15 of the area)."""
     return min(1.0, tm * tn / REFERENCE_TILE) ** 0.15
+
+
+def gemm_occupancy(tm: int, tn: int, a_bytes: float, w_bytes: float, smem_bytes: float | None) -> int:
+    """GEMM CTAs resident per SM: the shared memory one SM has over one CTA's pipeline buffers,
+    ``GEMM_STAGES`` K-blocks of A and B panels (stages·(tm·a + tn·w)·BK bytes); 1 without a per-SM scratchpad."""
+    footprint = GEMM_STAGES * (tm * a_bytes + tn * w_bytes) * GEMM_BLOCK_K
+    if not smem_bytes or footprint <= 0:
+        return 1
+    return int(min(MAX_OCCUPANCY, max(1, smem_bytes // footprint)))
 
 
 def gemm_pipeline_time(ks: Any, latency: float) -> Any:
@@ -60,53 +78,116 @@ def gemm_epilogue_time(tm: int, tn: int, o_bytes: float, port_bw: float, latency
     return tm * tn * o_bytes / port_bw + np.asarray(latency, dtype=float)
 
 
-def gemm_time(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes: float, sms: int,
-              peak: float, l2_bw: float, hbm_bw: Any, hbm_bytes: Any,
-              latency: Any = 0.0, store_latency: float = 0.0,
-              reduce_s: float = SPLIT_K_REDUCE_S) -> tuple[Any, Any, Any, Any]:
-    """Best (time, compute_s, l2_s, l2_bytes) over tile shapes and split-K for GEMMs of shape m×n×k.
+def waves_time(tiles: Any, sms: int, occupancy: Any, compute_s: Any, floor_s: Any = 0.0,
+               serial_s: Any = 0.0) -> tuple[Any, Any]:
+    """(time, compute part) of a grid of identical tiles run alone in waves, bandwidth aside.
+
+    A wave of w tiles (at most SMs·occupancy) gives each tile min(1, SMs/w) of an SM, so it takes
+    serial + max(floor, compute·max(1, w/SMs)); the full waves and the last, partial one are summed. This is
+    the event engine's per-wave rule (:func:`perfmodel.engines.event_tiling.lone_kernel_time`) without its
+    bandwidth terms, which the analytic engine takes as separate roofline terms.
+    """
+    tiles = np.asarray(tiles, dtype=float)
+    slots = sms * np.asarray(occupancy, dtype=float)
+    full = np.floor(tiles / slots)
+    rest = tiles - full * slots
+    stretch_full = np.maximum(1.0, slots / sms)
+    stretch_rest = np.maximum(1.0, rest / sms)
+    c_full, c_rest = compute_s * stretch_full, compute_s * stretch_rest
+    time = full * (serial_s + np.maximum(floor_s, c_full)) + np.where(
+        rest > 0, serial_s + np.maximum(floor_s, c_rest), 0.0)
+    return time, full * c_full + np.where(rest > 0, c_rest, 0.0)
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """The GEMM kernel chosen for an op (every field broadcasts over a sweep grid).
+
+    ``tile_compute_s``: one SM's time for one tile's MMAs; ``tile_floor_s``: the latency-paced K loop;
+    ``tile_epilogue_s``: the serial epilogue; ``l2_bytes``: the tiles' panel traffic through L2 plus C;
+    ``partial_bytes``: fp32 partials of split-K written and read back through main memory; ``reduce_s``: the
+    reduction kernel after the GEMM's (0 without split-K). ``time``, ``compute_s``, ``l2_s``: the analytic
+    engine's closed form (see the module docstring).
+    """
+
+    tm: Any
+    tn: Any
+    split: Any
+    tiles: Any
+    occupancy: Any
+    tile_compute_s: Any
+    tile_floor_s: Any
+    tile_epilogue_s: Any
+    l2_bytes: Any
+    partial_bytes: Any
+    reduce_s: Any
+    time: Any
+    compute_s: Any
+    l2_s: Any
+
+    @property
+    def label(self) -> str:
+        return f"{int(self.tm)}x{int(self.tn)} tiles, split-K {int(self.split)}"
+
+
+def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes: float, sms: int,
+              peak: float, l2_bw: float, hbm_bw: Any, hbm_bytes: Any, latency: Any = 0.0,
+              store_latency: float = 0.0, reduce_s: float = SPLIT_K_REDUCE_S,
+              smem_bytes: float | None = None, shapes=GEMM_TILES, splits=SPLIT_K) -> GemmPlan:
+    """The fastest tile shape and split-K for GEMMs of shape m×n×k (arrays broadcast).
 
     ``peak``, ``l2_bw`` and ``hbm_bw`` are attainable rates (efficiency applied). ``hbm_bytes`` is the op's
     main-memory traffic (0 when it is cache resident). ``latency``: round trip to the level serving the
-    operands; each wave of tiles then takes at least :func:`gemm_pipeline_time` for its mainloop, then
-    :func:`gemm_epilogue_time` (``store_latency``: the round trip of a store to L2). Split-K (s > 1) adds its
-    reduction kernel after the GEMM's: ``reduce_s`` (a launch and a round trip) plus reading the m·n fp32
-    partials of every split and writing C from main memory, as the event engine's tail.
-    Arrays broadcast.
+    operands (the K loop's pace, :func:`gemm_pipeline_time`); ``store_latency``: the round trip of a store to L2
+    (:func:`gemm_epilogue_time`); ``reduce_s``: the fixed cost of split-K's reduction kernel (a launch and a round
+    trip); ``smem_bytes``: shared memory per SM (:func:`gemm_occupancy`). ``shapes`` and ``splits`` are the
+    candidates (pin one of each to see a fixed kernel's waves).
     """
     m = np.asarray(m, dtype=float)
     n = np.asarray(n, dtype=float)
     k = np.asarray(k, dtype=float)
-    best = best_c = best_l2 = best_l2b = None
+    shape = np.broadcast_shapes(m.shape, n.shape, k.shape, np.shape(hbm_bytes), np.shape(latency),
+                                np.shape(hbm_bw))
     per_sm = peak / sms
-    for tm, tn in GEMM_TILES:
+    best: dict[str, Any] | None = None
+    for tm, tn in shapes:
         eff = shape_efficiency(tm, tn)
-        for s in SPLIT_K:
+        occ = gemm_occupancy(tm, tn, a_bytes, w_bytes, smem_bytes)
+        for s in splits:
             tiles = np.ceil(m / tm) * np.ceil(n / tn) * s
-            waves = np.ceil(tiles / sms)
             ks = np.ceil(k / s)
-            compute = waves * 2.0 * tm * tn * ks / (per_sm * eff)
+            tile_c = 2.0 * tm * tn * ks / (per_sm * eff)
+            floor = gemm_pipeline_time(ks, latency)
+            epi = gemm_epilogue_time(tm, tn, 4.0 if s > 1 else o_bytes, l2_bw / sms, store_latency)
+            waves, compute = waves_time(tiles, sms, occ, tile_c, floor, epi)
             l2b = tiles * (tm * a_bytes + tn * w_bytes) * ks + m * n * o_bytes
-            partials = m * n * 4.0 * s if s > 1 else 0.0
+            partials = m * n * 4.0 * s if s > 1 else 0.0 * m
             hbm = (hbm_bytes + partials) / hbm_bw
-            pipe = waves * gemm_pipeline_time(ks, latency)
-            epi = waves * gemm_epilogue_time(tm, tn, 4.0 if s > 1 else o_bytes, l2_bw / sms, store_latency)
             # split-K's reduction is a second kernel, after the first: it reads the partials and writes C
-            reduce = reduce_s + (partials + m * n * o_bytes) / hbm_bw if s > 1 else 0.0
-            t = np.maximum(np.maximum(np.maximum(compute, pipe) + epi, l2b / l2_bw), hbm) + reduce
+            red = reduce_s + (partials + m * n * o_bytes) / hbm_bw if s > 1 else 0.0 * m
+            t = np.maximum(np.maximum(waves, l2b / l2_bw), hbm) + red
+            cand = {"tm": tm, "tn": tn, "split": s, "tiles": tiles, "occupancy": occ, "tile_compute_s": tile_c,
+                    "tile_floor_s": floor, "tile_epilogue_s": epi, "l2_bytes": l2b, "partial_bytes": partials,
+                    "reduce_s": red, "time": t, "compute_s": compute, "l2_s": l2b / l2_bw}
             if best is None:
-                best, best_c, best_l2, best_l2b = t, compute, l2b / l2_bw, l2b
-            else:
-                better = t < best
-                best = np.where(better, t, best)
-                best_c = np.where(better, compute, best_c)
-                best_l2 = np.where(better, l2b / l2_bw, best_l2)
-                best_l2b = np.where(better, l2b, best_l2b)
-    return best, best_c, best_l2, best_l2b
+                best = {key: np.broadcast_to(np.asarray(v, dtype=float), shape).copy() for key, v in cand.items()}
+                continue
+            better = t < best["time"]
+            for key, v in cand.items():
+                best[key] = np.where(better, v, best[key])
+    if best is None:
+        raise ValueError(f"GEMM plan: no tile shape to choose from (shapes={shapes!r}, splits={splits!r})")
+    return GemmPlan(**best)
+
+
+def gemm_time(m: Any, n: Any, k: Any, **kw: Any) -> tuple[Any, Any, Any, Any]:
+    """(time, compute_s, l2_s, l2_bytes) of :func:`gemm_plan`."""
+    plan = gemm_plan(m, n, k, **kw)
+    return plan.time, plan.compute_s, plan.l2_s, plan.l2_bytes
 
 
 # Dependent memory round trips of one decode tile (query, page table, first K/V block, output): a tile cannot
-# finish faster than that chain, so a grid of many tiny tiles costs ⌈tiles / SMs⌉ chains. Calibration may
+# finish faster than that chain, so a grid of many tiny tiles costs ⌈tiles / slots⌉ chains. Calibration may
 # replace the chain by a measured tile time (efficiency.attention_tile_s).
 DECODE_DEPENDENT_LOADS = 4
 
@@ -123,41 +204,25 @@ def exp_rate(vector_fp32_flops: float) -> float:
     return vector_fp32_flops / 16.0
 
 
-def decode_stream_time(batch: Any, q_len: Any, kv_heads: Any, kv_len: Any, kv_bytes: Any, *, sms: int,
-                       cta_bw: float, ctas: Any = None) -> Any:
-    """Time to stream a decode attention's cache when each CTA sustains at most ``cta_bw`` (Little's law: the
-    bytes it keeps in flight over the memory latency). With few sequences the KV split (``ctas``: the grid of
-    :func:`decode_grid`, tiles × splits; default ⌈SMs / tiles⌉ splits, at most 128 and one per 128 keys) leaves
-    about one CTA per SM, so the cache streams at CTAs · cta_bw, below the memory's bandwidth; at most two CTAs
-    per SM stream at once. 0 for prefill, or when ``cta_bw`` is 0 (no such limit)."""
-    if not cta_bw:
-        return 0.0 * np.asarray(kv_bytes, dtype=float)
-    if ctas is None:
-        tiles = np.maximum(np.asarray(batch, dtype=float) * kv_heads, 1)
-        splits = np.clip(np.ceil(sms / tiles), 1, np.minimum(128, np.maximum(np.ceil(np.asarray(kv_len) / 128), 1)))
-        ctas = tiles * splits
-    ctas = np.minimum(np.maximum(ctas, 1), 2 * sms)
-    return np.where(np.asarray(q_len) == 1, kv_bytes / (ctas * cta_bw), 0.0)
-
-
 @dataclass(frozen=True)
 class FlashKernel:
     """How a FlashAttention generation tiles a (paged, variable-length) attention call, as vLLM calls it.
 
     ``fa2``: FlashAttention-2 (Ampere and later; vLLM's paged call always runs its split-KV kernel,
     ``run_mha_fwd_splitkv_dispatch``: kBlockM = 64 query rows, kBlockN = 256/128/64 keys for head_dim ≤ 64/≤ 128/
-    larger, 128 threads so the split heuristic counts 2 CTAs per SM). Prefill has one CTA per (sequence, query
-    head, 64 rows): the GQA group's heads do not share a CTA. A decode call (one query per sequence) with
-    heads > kv_heads moves the group into the query rows (``seqlenq_ngroups_swapped``): one CTA per (sequence,
-    KV head, split); that reshape of Q and of the output is a copy kernel each way unless it is a view (one
-    sequence or one KV head); only then is the cache split, and each split call adds the combine kernel. The
-    matmuls and the softmax's exponentials run one after the other in a warp.
+    larger, 128 threads so the split heuristic counts 2 CTAs per SM). One CTA per (sequence, query head, 64
+    rows): the GQA group's heads do not share a CTA. A decode call (one query per sequence) with heads > kv_heads
+    moves the group into the query rows (``seqlenq_ngroups_swapped``): one CTA per (sequence, KV head, split);
+    that reshape of Q and of the output is a copy kernel each way unless it is a view (one sequence or one KV
+    head); only then is the cache split (``mha_varlen_fwd``: "only apply split-k for decoding"), and each split
+    call adds the combine kernel. The matmuls and the softmax's exponentials run one after the other in a warp.
 
     ``fa3``: FlashAttention-3 (Hopper): the group's heads packed into the query rows of one CTA (PackGQA,
     always on for a paged varlen call), kBlockM = 192 for head_dim ≤ 96 else 128, kBlockN 128 (≤ 128),
-    96 (≤ 192), 80 (larger) for a paged cache; the split heuristic counts one CTA per SM and never splits 4 or
-    fewer key blocks (flash_api.cpp/heuristics.h of each). Its two consumer warpgroups take turns (ping-pong):
-    one exponentiates while the other's matmuls run, so the softmax hides under the tensor cores' time.
+    96 (≤ 192), 80 (larger) for a paged cache; the split heuristic runs on every call, counts one CTA per SM and
+    never splits 4 or fewer key blocks (flash_api.cpp/heuristics.h of each). Its two consumer warpgroups take
+    turns (ping-pong): one exponentiates while the other's matmuls run, so the softmax hides under the tensor
+    cores' time.
     """
 
     name: str
@@ -165,6 +230,7 @@ class FlashKernel:
     split_ctas_per_sm: int
     min_blocks_to_split: int
     overlap_softmax: bool  # FA3's ping-pong warpgroups hide the exponentials under the other group's matmuls
+    split_prefill: bool  # whether calls with more than one query per sequence are split over the cache
 
     def block_q(self, head_dim: Any) -> Any:
         if self.name == "fa2":
@@ -178,22 +244,17 @@ class FlashKernel:
         return np.where(d <= 128, 128.0, np.where(d <= 192, 96.0, 80.0))
 
 
-FLASH_KERNELS = {"fa2": FlashKernel("fa2", False, 2, 0, False), "fa3": FlashKernel("fa3", True, 1, 4, True)}
+FLASH_KERNELS = {"fa2": FlashKernel("fa2", False, 2, 0, False, False),
+                 "fa3": FlashKernel("fa3", True, 1, 4, True, True)}
 MAX_SPLITS = 128
+PLAIN_MIN_KEYS_PER_SPLIT = 256
 
 
 def flash_kernel(name: str | None) -> FlashKernel:
     return FLASH_KERNELS[name or "fa2"]
 
 
-def num_splits_heuristic(tiles: Any, n_blocks: Any, slots: float, min_blocks: float = 0) -> Any:
-    """FlashAttention's ``num_splits_heuristic``: no split when the tiles fill 80% of the slots (or the cache has
-    at most ``min_blocks`` key blocks); else the fewest splits whose wave efficiency (waves / ⌈waves⌉) is
-    within 85% of the best over the eligible splits (those that change the blocks per split), at most
-    min(128, slots, key blocks)."""
-    tiles = np.asarray(tiles, dtype=float)
-    n_blocks = np.maximum(np.asarray(n_blocks, dtype=float), 1.0)
-    tiles, n_blocks = np.broadcast_arrays(tiles, n_blocks)
+def _num_splits_unique(tiles: np.ndarray, n_blocks: np.ndarray, slots: float, min_blocks: float) -> np.ndarray:
     s = np.arange(1, MAX_SPLITS + 1, dtype=float).reshape((-1,) + (1,) * tiles.ndim)
     limit = np.minimum(min(MAX_SPLITS, slots), n_blocks)
     prev = np.ceil(n_blocks / np.maximum(s - 1, 1))
@@ -205,6 +266,22 @@ def num_splits_heuristic(tiles: Any, n_blocks: Any, slots: float, min_blocks: fl
     return np.where((tiles >= 0.8 * slots) | (n_blocks <= min_blocks), 1.0, first)
 
 
+def num_splits_heuristic(tiles: Any, n_blocks: Any, slots: float, min_blocks: float = 0) -> Any:
+    """FlashAttention's ``num_splits_heuristic``: no split when the tiles fill 80% of the slots (or the cache has
+    at most ``min_blocks`` key blocks); else the fewest splits whose wave efficiency (waves / ⌈waves⌉) is
+    within 85% of the best over the eligible splits (those that change the blocks per split), at most
+    min(128, slots, key blocks). Evaluated once per distinct (tiles, key blocks) pair of a sweep grid."""
+    tiles = np.asarray(tiles, dtype=float)
+    n_blocks = np.maximum(np.asarray(n_blocks, dtype=float), 1.0)
+    tiles, n_blocks = np.broadcast_arrays(tiles, n_blocks)
+    if tiles.ndim == 0:
+        return _num_splits_unique(tiles, n_blocks, slots, min_blocks)
+    pairs = np.stack([tiles.ravel(), n_blocks.ravel()], axis=1)
+    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    splits = _num_splits_unique(unique[:, 0], unique[:, 1], slots, min_blocks)
+    return splits[inverse.reshape(-1)].reshape(tiles.shape)
+
+
 def softmax_overlap(matmul_s: Any, exp_s: Any, kernel: FlashKernel | None) -> Any:
     """Time of an attention mainloop's matmuls and exponentials: overlapped (the longer of the two) under
     FA3's ping-pong schedule, one after the other under FA2, where each warp exponentiates between its two
@@ -214,58 +291,122 @@ def softmax_overlap(matmul_s: Any, exp_s: Any, kernel: FlashKernel | None) -> An
     return matmul_s + exp_s
 
 
-def decode_grid(batch: Any, heads: Any, kv_heads: Any, kv_len: Any, head_dim: Any, *, sms: int,
-                kernel: FlashKernel) -> tuple[Any, Any, Any]:
-    """(tiles, splits, extra kernels) of a decode attention call (one query per sequence) under ``kernel``.
+@dataclass(frozen=True)
+class AttentionPlan:
+    """The grid of one flash-attention call (every field broadcasts over a sweep grid).
 
-    tiles = CTAs before the KV split: batch·kv_heads·⌈group/kBlockM⌉ when the group shares a CTA (FA3 PackGQA,
-    FA2's swap when heads > kv_heads), else batch·heads (FA2 on multi-head attention, which is never split).
-    Extra kernels: the split-KV combine when splits > 1, and FA2's two copies of the swap when batch > 1 and
-    kv_heads > 1 (see :class:`FlashKernel`)."""
+    ``tiles``: CTAs before the KV split, ``splits``: the split, ``ctas`` = tiles·splits; ``rows``: query rows
+    of one tile; ``blocks``: query blocks per ``per_block`` unit (a (sequence, KV head) pair when the group is
+    packed, a (sequence, query head) otherwise), so tiles = per_block·blocks; ``packed``: the group's heads share
+    a tile; ``occupancy``: CTAs resident per SM (decode: as FlashAttention's split heuristic counts them;
+    prefill: one, as the prefill tile time is calibrated); ``extra``: extra kernels of the call (split-KV
+    combine, FA2's regrouping copies); ``decode``: one query per sequence.
+    """
+
+    tiles: Any
+    splits: Any
+    rows: Any
+    blocks: Any
+    per_block: Any
+    packed: Any
+    occupancy: Any
+    extra: Any
+    decode: Any
+
+    @property
+    def ctas(self) -> Any:
+        return self.tiles * self.splits
+
+
+def attention_plan(batch: Any, q_len: Any, kv_len: Any, heads: Any, kv_heads: Any, head_dim: Any, *, sms: int,
+                   kernel: FlashKernel | None) -> AttentionPlan:
+    """The grid ``kernel`` launches for an attention call (``kernel`` None: a device without a FlashAttention
+    generation, a CPU: 128-row blocks of the packed group, a decode call split so that the grid fills the units
+    but no split finer than 256 keys).
+
+    tiles = per_block·⌈rows of queries / kBlockM⌉ where the rows are the group's queries packed together (FA3;
+    FA2's decode regrouping) or one head's queries (FA2); splits by :func:`num_splits_heuristic` over the key
+    blocks where the generation splits this call. Extra kernels: the split-KV combine when splits > 1, and
+    FA2's two copies of the regrouping when batch > 1 and kv_heads > 1 (see :class:`FlashKernel`)."""
     batch = np.asarray(batch, dtype=float)
+    q_len = np.asarray(q_len, dtype=float)
     heads = np.asarray(heads, dtype=float)
     kv_heads = np.asarray(kv_heads, dtype=float)
     group = heads / np.maximum(kv_heads, 1)
-    packed = np.full(np.broadcast(group).shape, True) if kernel.pack_gqa else group > 1
-    rows = 64.0 if kernel.name == "fa2" else kernel.block_q(head_dim)
-    tiles = np.where(packed, batch * kv_heads * np.ceil(group / rows), batch * heads)
-    n_blocks = np.ceil(np.asarray(kv_len, dtype=float) / kernel.block_kv(head_dim))
-    splits = num_splits_heuristic(tiles, n_blocks, kernel.split_ctas_per_sm * sms, kernel.min_blocks_to_split)
-    if kernel.name == "fa2":  # FA2 splits only a swapped (grouped) decode call
-        splits = np.where(packed, splits, 1.0)
-        copies = np.where(packed & (batch > 1) & (kv_heads > 1), 2.0, 0.0)
-    else:
+    decode = q_len == 1
+    if kernel is None:
+        rows = ATTN_BLOCK_Q + 0.0 * group
+        packed = np.full(np.broadcast(group, q_len).shape, True)
+    elif kernel.pack_gqa:
+        rows = kernel.block_q(head_dim) + 0.0 * group
+        packed = np.full(np.broadcast(group, q_len).shape, True)
+    else:  # FA2: a decode call with a GQA group is regrouped into the query rows
+        rows = 64.0 + 0.0 * group
+        packed = decode & (group > 1)
+    blocks = np.where(packed, np.ceil(q_len * group / rows), np.ceil(q_len / rows))
+    per_block = np.where(packed, batch * kv_heads, batch * heads)
+    tiles = per_block * blocks
+    if kernel is None:  # decode split so that the grid fills the units, no split finer than 256 keys
+        fill = np.clip(np.ceil(sms / np.maximum(tiles, 1)), 1,
+                       np.maximum(np.ceil(np.asarray(kv_len, dtype=float) / PLAIN_MIN_KEYS_PER_SPLIT), 1))
+        splits = np.where(decode, fill, 1.0)
         copies = 0.0
-    return tiles, splits, copies + (splits > 1)
-
-
-def attention_compute_time(batch: Any, q_len: Any, heads: Any, kv_heads: Any, flops: Any, *, sms: int,
-                           peak: float, exps: Any = 0.0, exp_per_s: float = float("inf"),
-                           tile_s: float = 0.0, head_dim: Any = 128, kernel: FlashKernel | None = None,
-                           decode_tiles: Any = None, prefill_tile_s: float | None = None) -> Any:
-    """Compute time of fused attention with wave quantisation and the softmax's exponentials.
-
-    Prefill (q_len > 1): one tile per query block of ``kernel`` (FA3: the GQA group's queries packed, kBlockM
-    rows per (batch, KV head); FA2: 64 rows per (batch, query head); no kernel: 128 packed rows), waves over
-    the SMs; each tile pays ``prefill_tile_s`` (default ``tile_s``: loading Q, the rescale and writing O,
-    latency a tile cannot hide) on top of its two matmuls on the tensor cores and its exponentials on the
-    special-function units (:func:`softmax_overlap`: overlapped under FA3, one after the other otherwise).
-    Decode (q_len = 1, flash-decoding): the KV length is split so the grid fills the SMs, so the work spreads
-    evenly; but each of the ``decode_tiles`` (default batch × kv_heads) takes at least ``tile_s`` (a chain of
-    dependent memory round trips), so a grid of many small tiles takes ⌈tiles / SMs⌉ · tile_s at least.
-    """
-    batch = np.asarray(batch, dtype=float)
-    q_len = np.asarray(q_len, dtype=float)
-    work = softmax_overlap(flops / peak, exps / exp_per_s, kernel)  # whole-GPU time of matmuls and exponentials
-    bq = ATTN_BLOCK_Q if kernel is None else kernel.block_q(head_dim)
-    if kernel is None or kernel.pack_gqa:
-        prefill_tiles = batch * kv_heads * np.ceil(q_len * heads / kv_heads / bq)
+        occupancy = 1.0
     else:
-        prefill_tiles = batch * heads * np.ceil(q_len / bq)
-    waves = np.ceil(prefill_tiles / sms)
-    prefill = waves * (work * sms / np.maximum(prefill_tiles, 1) + (tile_s if prefill_tile_s is None else prefill_tile_s))
-    if decode_tiles is None:
-        decode_tiles = batch * kv_heads
-    chain = np.ceil(decode_tiles / sms) * tile_s
+        n_blocks = np.ceil(np.asarray(kv_len, dtype=float) / kernel.block_kv(head_dim))
+        splits = num_splits_heuristic(tiles, n_blocks, kernel.split_ctas_per_sm * sms, kernel.min_blocks_to_split)
+        if kernel.split_prefill:
+            may_split = np.full(np.shape(splits), True)
+        else:
+            may_split = decode & packed
+        splits = np.where(may_split, splits, 1.0)
+        copies = np.where(decode & packed & (batch > 1) & (kv_heads > 1), 2.0, 0.0) if kernel.name == "fa2" \
+            else 0.0
+        occupancy = np.where(decode, float(kernel.split_ctas_per_sm), 1.0)
+    return AttentionPlan(tiles, splits, rows, blocks, per_block, packed, occupancy, copies + (splits > 1),
+                         decode)
+
+
+def decode_grid(batch: Any, heads: Any, kv_heads: Any, kv_len: Any, head_dim: Any, *, sms: int,
+                kernel: FlashKernel) -> tuple[Any, Any, Any]:
+    """(tiles, splits, extra kernels) of a decode attention call (one query per sequence): :func:`attention_plan`
+    with q_len = 1."""
+    plan = attention_plan(batch, 1, kv_len, heads, kv_heads, head_dim, sms=sms, kernel=kernel)
+    return plan.tiles, plan.splits, plan.extra
+
+
+def stream_floor(read_bytes: Any, ctas: Any, occupancy: Any, sms: int, cta_bw: float) -> Any:
+    """Least time to stream an attention call's cache when each CTA sustains at most ``cta_bw`` (Little's
+    law: the bytes it keeps in flight over the memory latency): the CTAs run in ⌈ctas / (SMs·occupancy)⌉ waves,
+    each streaming its share read_bytes / ctas. With few sequences the grid holds few CTAs, and the cache
+    streams at CTAs·cta_bw, below the memory's bandwidth. 0 when ``cta_bw`` is 0 (no such limit)."""
+    if not cta_bw:
+        return 0.0 * np.asarray(read_bytes, dtype=float)
+    ctas = np.maximum(np.asarray(ctas, dtype=float), 1.0)
+    waves = np.ceil(ctas / (sms * np.asarray(occupancy, dtype=float)))
+    return waves * np.asarray(read_bytes, dtype=float) / (ctas * cta_bw)
+
+
+def attention_work(flops: Any, exps: Any, *, peak: float, exp_per_s: float, kernel: FlashKernel | None) -> Any:
+    """Whole-GPU seconds of an attention call's matmuls (at ``peak``) and exponentials (at ``exp_per_s``),
+    overlapped or not as the generation schedules them (:func:`softmax_overlap`)."""
+    return softmax_overlap(flops / peak, exps / exp_per_s, kernel)
+
+
+def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: float = 0.0,
+                           prefill_tile_s: float | None = None) -> Any:
+    """Compute time of a fused attention call with wave quantisation (bandwidth aside).
+
+    The ``work`` (whole-GPU seconds, :func:`attention_work`) spreads evenly over the plan's CTAs. A call with
+    several queries per sequence pays ``prefill_tile_s`` (default ``tile_s``: loading Q, the rescale and
+    writing O, latency a tile cannot hide) serially in every wave, beside its share of the work. A decode CTA
+    (flash-decoding) overlaps everything with its stream, but cannot finish faster than ``tile_s`` (a chain of
+    dependent memory round trips), so a grid of many small CTAs takes ⌈CTAs / slots⌉ · tile_s at least.
+    """
+    ctas = np.maximum(plan.ctas, 1.0)
+    serial = tile_s if prefill_tile_s is None else prefill_tile_s
+    per_cta = work * sms / ctas
+    prefill, _ = waves_time(ctas, sms, 1.0, per_cta, 0.0, serial)
+    chain = np.ceil(ctas / (sms * plan.occupancy)) * tile_s
     decode = np.maximum(work, chain)
-    return np.where(q_len > 1, prefill, decode)
+    return np.where(plan.decode, decode, prefill)
