@@ -25,6 +25,10 @@ class Compute(Spec):
 
     units: PositiveInt = Field(description="number of parallel compute units (SMs, CUs or CPU cores)")
     unit_name: Literal["SM", "CU", "core"] = Field("SM", description="what a unit is called on this device")
+    architecture: str | None = Field(
+        None, description="architecture generation (ampere, ada, hopper, blackwell, blackwell-ultra, cdna3, x86, "
+                          "...): devices of one generation share kernels and calibrated efficiencies "
+                          "(perfmodel/transfer.py)")
     clock_hz: PositiveFloat = Field(description="clock at which the peaks below are quoted (Hz)")
     tensor_flops: dict[DType, PositiveFloat] = Field(
         default_factory=dict, description="dense matrix-unit peak per dtype (FLOP/s, no sparsity)")
