@@ -78,6 +78,18 @@ class Op:
         return f"Op({self.name}, {self.kind}, {dict(self.shape)}, flops={self.flops}, bytes={self.bytes})"
 
 
+def point(op: Op, i: int) -> Op:
+    """Point ``i`` of an op whose fields are arrays of points (one per row of a measurement table), as an op of
+    scalars; scalar fields stay as they are."""
+    def pick(v):
+        arr = np.asarray(v)
+        return arr.reshape(-1)[i].item() if arr.ndim and arr.size > 1 else (arr.item() if arr.ndim else v)
+    shape = {k: pick(v) if not isinstance(v, str) else v for k, v in op.shape.items()}
+    return Op(op.name, op.kind, op.phase, shape, op.dtype, pick(op.flops), pick(op.read_bytes),
+              pick(op.write_bytes), pick(op.l2_bytes), pick(op.count), op.unit, pick(op.reuse_bytes),
+              pick(op.vector_flops))
+
+
 def _b(dtype: str) -> float:
     return bytes_per_element(dtype)
 

@@ -133,9 +133,7 @@ def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, e
 
     Rows are predicted with their own ``hardware`` (catalog name or path) unless ``hardware`` overrides it.
     """
-    from perfmodel.api import _engine
-
-    timer = _engine(engine)
+    timer = _row_timer(engine)
     out = []
     keys = ["hardware", "op", "dtype"] + (["variant"] if "variant" in table else [])
     table = table.reset_index(drop=True)
@@ -151,12 +149,9 @@ def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, e
         row = row_ops(df)
         op = row[0]
         res = df.copy()
-        if engine == "analytic":
-            times = timer(row, hw)
-            res["predicted_s"] = np.asarray(times.time, dtype=float).reshape(len(row), -1).sum(axis=0)
-            res["bound"] = np.asarray(times.bound, dtype=object).reshape(len(row), -1)[0]
-        else:  # the event engine simulates one point at a time
-            res["predicted_s"], res["bound"] = _one_by_one(row, hw, timer, len(df))
+        times = timer(row, hw)
+        res["predicted_s"] = np.asarray(times.time, dtype=float).reshape(len(row), -1).sum(axis=0)
+        res["bound"] = np.asarray(times.bound, dtype=object).reshape(len(row), -1)[0]
         res["flops"] = np.broadcast_to(np.asarray(op.flops, dtype=float), (len(df),))
         res["bytes"] = np.broadcast_to(np.asarray(op.bytes, dtype=float), (len(df),))
         res["predicted_hardware"] = hw.name
@@ -166,27 +161,16 @@ def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, e
     return res
 
 
-def _scalar_op(op: Op, i: int) -> Op:
-    """Row ``i`` of a vectorised op as a scalar op."""
-    def pick(v):
-        arr = np.asarray(v)
-        return arr.reshape(-1)[i].item() if arr.ndim and arr.size > 1 else (arr.item() if arr.ndim else v)
-    shape = {k: pick(v) if not isinstance(v, str) else v for k, v in op.shape.items()}
-    return Op(op.name, op.kind, op.phase, shape, op.dtype, pick(op.flops), pick(op.read_bytes),
-              pick(op.write_bytes), pick(op.l2_bytes), 1, op.unit, pick(op.reuse_bytes), pick(op.vector_flops))
+def _row_timer(engine: str):
+    """The engine's timer for ops whose fields are arrays over a table's rows: the analytic engine broadcasts
+    them, the event engine times each row's kernels (:func:`perfmodel.engines.event.time_points`)."""
+    from perfmodel.api import _engine
 
+    if engine == "event":
+        from perfmodel.engines import event  # SimPy: only for this engine
 
-def _one_by_one(row: list[Op], hw: Hardware, timer, n: int) -> tuple[np.ndarray, np.ndarray]:
-    from tqdm import tqdm
-
-    times = np.zeros(n)
-    bounds = np.empty(n, dtype=object)
-    for i in tqdm(range(n), desc=f"event engine, {row[0].kind} on {hw.name}", unit="row", leave=False,
-                  disable=n < 200):
-        t = timer([_scalar_op(op, i) for op in row], hw)
-        times[i] = float(np.sum(t.time))
-        bounds[i] = str(np.asarray(t.bound).reshape(-1)[0])
-    return times, bounds
+        return event.time_points
+    return _engine(engine)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ HBM with whatever else is in flight. So it shows what a roofline cannot: the hal
 the launch gaps between small kernels, two streams fighting over the same bandwidth.
 
     time_ops(op_list, hw)                -> EventOpTimes, the analytic engine's OpTimes plus ``extras``
+    time_points(op_list, hw)             -> the same for ops whose fields are arrays of points (table rows)
     simulate_ops(op_list, hw, streams)   -> Timeline of the ops run back to back on streams
     chrome_trace(op_list, hw, path)      -> a chrome://tracing / Perfetto JSON of kernels and tile groups
     simulate(kernels, config, streams)   -> Timeline, for hand-built kernels on a hand-built GPU (tests)
@@ -16,9 +17,11 @@ attainable rate); ``overhead`` = time − max(those) is everything else: launch,
 bound is the largest term, or ``launch`` when the overhead exceeds them all (the analytic engine's rule).
 
 Coarsening, so that a whole decode step runs in well under a second: ops with ``count`` > 1 and ops repeated
-across segments are simulated once per distinct kernel (the count multiplies downstream); within a kernel,
-tiles dispatched together run as one weighted group (exact for identical tiles). ``extras['notes']`` says
-what was done.
+across segments are timed once per distinct kernel (the count multiplies downstream); a kernel alone on the GPU
+is timed in closed form where that is exactly the simulated time (:mod:`perfmodel.engines.event_lone`: one
+class of tiles in waves, or tiles whose times no other tile can change), and simulated otherwise; within a
+simulated kernel, tiles dispatched together run as one weighted group (exact for identical tiles).
+``extras['notes']`` says what was done.
 """
 from __future__ import annotations
 
@@ -33,12 +36,14 @@ from perfmodel.engines.analytic import COMPUTE, OVERHEAD, OpTimes
 from perfmodel.engines.event_gpu import (GpuConfig, GroupSpan, Kernel, KernelSpan, TileClass, Timeline,
                                          simulate)
 from perfmodel.engines.cpu import adjust_kernel
-from perfmodel.engines.event_tiling import LINK, gpu_config, kernel_for
-from perfmodel.ops import Op
+from perfmodel.engines.event_lone import exact_time
+from perfmodel.engines.event_tiling import LINK, gpu_config, kernel_for, kernels_for, points
+from perfmodel.ops import Op, point
 from perfmodel.specs.hardware import Hardware
 
 __all__ = ["EventOpTimes", "GpuConfig", "GroupSpan", "Kernel", "KernelSpan", "TileClass", "Timeline",
-           "chrome_trace", "gpu_config", "kernel_for", "simulate", "simulate_ops", "time_ops"]
+           "chrome_trace", "gpu_config", "kernel_for", "lone_time", "simulate", "simulate_ops", "time_ops",
+           "time_points"]
 
 MODEL_NOTES = (
     "bandwidth: processor sharing; k concurrent transfers at a level each get min(bandwidth/k, SM port)",
@@ -60,24 +65,77 @@ def _kernel(op: Op, hw: Hardware) -> Kernel:
     return adjust_kernel(kernel_for(op, hw), op, hw)
 
 
-def _key(kernel: Kernel) -> Kernel:
-    return replace(kernel, name="")
+def _kernels(op: Op, hw: Hardware) -> list[Kernel]:
+    """The kernel of each point of ``op`` (event_tiling.kernels_for), with a CPU's own terms."""
+    kernels = kernels_for(op, hw)
+    if hw.kind == "gpu":  # adjust_kernel leaves a GPU's kernels as they are
+        return kernels
+    return [adjust_kernel(k, point(op, i), hw) for i, k in enumerate(kernels)]
+
+
+def _key(kernel: Kernel) -> tuple:
+    """What the timing of a kernel depends on (everything but its name and label)."""
+    return kernel.tiles, kernel.occupancy, kernel.latency_s, kernel.tail_s
+
+
+@dataclass
+class _Span:
+    """How a distinct kernel was timed: its duration, and the groups and tiles of its simulation (0 when its
+    time came in closed form)."""
+
+    duration: float
+    groups: int = 0
+    tiles: int = 0
+
+
+def lone_time(kernel: Kernel, config: GpuConfig) -> _Span:
+    """Time of ``kernel`` alone on the GPU: the closed form where it is exact (event_lone.exact_time), else the
+    simulation."""
+    closed = exact_time(kernel, config)
+    if closed is not None:
+        return _Span(closed)
+    span = simulate([kernel], config).kernels[0]
+    return _Span(span.duration, span.groups, span.tiles)
 
 
 def time_ops(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
-    """Time every op on ``hw`` by simulating its kernel alone on the GPU (one point: op fields must be scalars)."""
-    config = gpu_config(hw)
-    kernels = [_kernel(op, hw) for op in op_list]
-    spans: dict[Kernel, KernelSpan] = {}
+    """Time every op on ``hw`` as its kernel alone on the GPU (one point: op fields must be scalars)."""
+    return _times([_kernel(op, hw) for op in op_list], gpu_config(hw))
+
+
+def time_points(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
+    """Time ops whose fields are arrays of n points (the rows of a measurement table; see
+    :func:`perfmodel.engines.event_tiling.points`): arrays of shape (len(op_list), n), point by point what
+    :func:`time_ops` gives; ``extras`` lists run over the ops, then the points."""
+    counts = [points(op) for op in op_list]
+    n = max(counts, default=1)
+    if set(counts) - {1, n}:
+        raise ValueError(f"ops of {sorted(set(counts))} points: time_points needs every op to have the same number "
+                         f"of points (or one)")
+    kernels = [k for op in op_list for k in (_kernels(op, hw) * (n if points(op) == 1 else 1))]
+    times = _times(kernels, gpu_config(hw))
+    shape = (len(op_list), n)
+    return replace(times, time=times.time.reshape(shape), compute=times.compute.reshape(shape),
+                   level_time={k: v.reshape(shape) for k, v in times.level_time.items()},
+                   level_bytes={k: v.reshape(shape) for k, v in times.level_bytes.items()},
+                   overhead=times.overhead.reshape(shape), bound=times.bound.reshape(shape),
+                   main_bytes=times.main_bytes.reshape(shape))
+
+
+def _times(kernels: list[Kernel], config: GpuConfig) -> EventOpTimes:
+    """Each kernel timed alone (each distinct one once), with the analytic engine's terms beside it."""
+    spans: dict[tuple, _Span] = {}
     for k in kernels:
-        if _key(k) not in spans:
-            spans[_key(k)] = simulate([k], config).kernels[0]
+        key = _key(k)
+        if key not in spans:
+            spans[key] = lone_time(k, config)
     has_link = any(LINK in k.total_bytes() for k in kernels)
     level_names = [name for name in config.bandwidth_bytes_per_s if name != LINK or has_link]
-    n = len(op_list)
+    n = len(kernels)
     time = np.array([spans[_key(k)].duration for k in kernels])
     compute = np.array([k.total_compute_s() / config.sms for k in kernels])
-    level_bytes = {name: np.array([k.total_bytes().get(name, 0.0) for k in kernels]) for name in level_names}
+    totals = [k.total_bytes() for k in kernels]
+    level_bytes = {name: np.array([t.get(name, 0.0) for t in totals]) for name in level_names}
     level_time = {name: level_bytes[name] / config.bandwidth_bytes_per_s[name] for name in level_names}
     terms = np.stack([compute, *level_time.values()]) if n else np.zeros((1 + len(level_names), 0))
     busy = terms.max(axis=0)
@@ -87,8 +145,9 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
     main = [name for name in level_names if name != LINK][-1]
 
     safe = np.where(time > 0, time, np.inf)
-    groups = sum(span.groups for span in spans.values())
-    tiles = sum(span.tiles for span in spans.values())
+    simulated = [span for span in spans.values() if span.tiles]
+    groups = sum(span.groups for span in simulated)
+    tiles = sum(span.tiles for span in simulated)
     extras = {
         "tiles": [k.tile_count for k in kernels],
         "waves": [_waves(k, config) for k in kernels],
@@ -99,9 +158,11 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
         "bandwidth_utilisation": {name: (level_time[name] / safe).tolist() for name in level_names},
         "sm_utilisation": (compute / safe).tolist(),
         "notes": [*MODEL_NOTES,
-                  f"coarsening: {n} ops -> {len(spans)} distinct kernels, each simulated once (count and repeated "
-                  f"segments multiply the time); identical tiles dispatched together run as one weighted group "
-                  f"({groups} groups for {tiles} tiles)"],
+                  f"coarsening: {n} ops -> {len(spans)} distinct kernels, each timed once (count and repeated "
+                  f"segments multiply the time); {len(spans) - len(simulated)} in closed form (a lone kernel's "
+                  f"waves or list schedule, exactly the simulated time), {len(simulated)} simulated, where "
+                  f"identical tiles dispatched together run as one weighted group ({groups} groups for {tiles} "
+                  f"tiles)"],
     }
     return EventOpTimes(time, compute, level_time, level_bytes, overhead, bound, level_bytes[main], extras)
 
