@@ -45,8 +45,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions of in-process runs (best kept)")
     args = parser.parse_args()
 
-    from perfmodel.sweep import evaluate, load_grid, run_sweep
-    from perfmodel.sweep_grid import grid_from_dict
+    from perfmodel.sweep import evaluate, grid_from_dict, load_grid, run_sweep
 
     print(f"machine: {os.cpu_count()} CPUs; Dask local cluster: {args.workers} worker processes\n")
     grid = load_grid(ANALYTIC_GRID)

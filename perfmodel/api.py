@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 
 from perfmodel import ops as opmod
+from perfmodel.aggregate import OpBlock, aggregate
+from perfmodel.engines import analytic
 from perfmodel.ops import Op
 from perfmodel.prediction import Prediction
 from perfmodel.specs.hardware import Hardware, load_hardware
@@ -32,10 +34,9 @@ def split_overrides(overrides: Mapping[str, Any] | None) -> tuple[dict, dict, di
 
 def _engine(engine: str):
     if engine == "analytic":
-        from perfmodel.engines import analytic
         return analytic.time_ops
     if engine == "event":
-        from perfmodel.engines import event
+        from perfmodel.engines import event  # SimPy: imported only for this engine
         return event.time_ops
     raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
@@ -67,9 +68,7 @@ def op_frame(op_list: list[Op], times, hw: Hardware) -> pd.DataFrame:
 
 def summarize(df: pd.DataFrame, wl: Workload, hw: Hardware, main_level: str) -> dict[str, Any]:
     """Aggregates of one prediction from its op frame; the sweep totals its grids with the same function
-    (:func:`perfmodel.sweep_aggregate.aggregate`)."""
-    from perfmodel.sweep_aggregate import OpBlock, aggregate
-
+    (:func:`perfmodel.aggregate.aggregate`)."""
     gen_phases = {ps.phase for ps in wl.passes if ps.generation}
     main_col = f"bytes_{main_level}"
     block = OpBlock(

@@ -102,18 +102,6 @@ def message_bytes(link_bytes: Any, devices: Any) -> Any:
     return np.asarray(link_bytes, dtype=float) * p / np.maximum(2.0 * (p - 1), 1e-30)
 
 
-def engine_time(message_bytes: Any, devices: Any, hw, dtype: str = "fp16") -> np.ndarray:
-    """The analytic engine's time for the same all-reduces (one op per row, timed by perfmodel.engines.analytic)."""
-    from perfmodel import ops
-    from perfmodel.engines.analytic import time_ops
-    from perfmodel.specs.model import bytes_per_element
-
-    s = np.atleast_1d(np.asarray(message_bytes, dtype=float))
-    p = np.broadcast_to(np.asarray(devices, dtype=float), s.shape)
-    op = ops.allreduce("allreduce", s / bytes_per_element(dtype), p, dtype)
-    return np.asarray(time_ops([op], hw).time, dtype=float).reshape(s.shape)
-
-
 def fit(rows: pd.DataFrame, hw) -> AllReduceModel:
     """η∞ and S½ from a few measured rows (``message_bytes``, ``devices``, ``measured_s``), link from the spec.
 

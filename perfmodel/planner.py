@@ -28,7 +28,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from perfmodel.api import split_overrides
 from perfmodel.errors import SpecError
+from perfmodel.specs.hardware import hardware_names, load_hardware
+from perfmodel.specs.scenario import DEFAULT_BITS, load_scenario
+from perfmodel.sweep import evaluate, grid_from_dict
+from perfmodel.sweep.grid import get_path, resolve_value
 
 TP_CHOICES = (1, 2, 4, 8)
 BATCH_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -102,8 +107,6 @@ class HardwarePlan:
 
 def planning_hardware() -> list[str]:
     """Catalog devices to plan on: every entry that is not a CPU."""
-    from perfmodel.specs.hardware import hardware_names, load_hardware
-
     return [name for name in hardware_names() if load_hardware(name).kind != "cpu"]
 
 
@@ -137,10 +140,6 @@ def _predict_table(hardware: str, model: str, scenario: str, cache: str, tps: Se
                    batches: Sequence[int], overrides: Mapping[str, Any]) -> pd.DataFrame:
     """Predictions of every (tp, batch) for one device and cache format; tp values the device cannot run
     (no interconnect) come back with an ``error`` column."""
-    from perfmodel.specs.scenario import DEFAULT_BITS
-    from perfmodel.sweep import evaluate
-    from perfmodel.sweep_grid import grid_from_dict
-
     frames = []
     for group in ([t for t in tps if t == 1], [t for t in tps if t > 1]):
         if not group:
@@ -168,9 +167,6 @@ def plan(model: str, scenario: str, target: Target, *, hardware: Sequence[str] |
     every device; "xF" multiplies the spec's value, e.g. ``{"hardware.memory.hbm.bandwidth_bytes_per_s": "x2"}``).
     The result lists devices with a feasible option first, cheapest first.
     """
-    from perfmodel.specs.hardware import load_hardware
-    from perfmodel.specs.scenario import DEFAULT_BITS
-
     overrides = dict(overrides or {})
     for key in ("tensor_parallel", "batch", "kv_cache.format", "kv_cache.bits"):
         if key in overrides or f"scenario.{key}" in overrides:
@@ -198,10 +194,6 @@ def plan(model: str, scenario: str, target: Target, *, hardware: Sequence[str] |
 
 def _scenario_with(scenario: str, overrides: Mapping[str, Any]):
     """The scenario with the scenario keys of ``overrides`` applied ("xF" multipliers resolved)."""
-    from perfmodel.api import split_overrides
-    from perfmodel.specs.scenario import load_scenario
-    from perfmodel.sweep_grid import get_path, resolve_value
-
     base = load_scenario(scenario)
     dumped = base.model_dump(mode="json")
     _, _, sc_o = split_overrides(overrides)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from perfmodel.planner import Target, plan, plans_frame, planning_hardware
+from perfmodel.validation.compare import allreduce_engine_time
 
 HBM = "hardware.memory.hbm.bandwidth_bytes_per_s"
 TPOT_50MS = Target(tpot_s=0.050)
@@ -130,7 +131,7 @@ def test_allreduce_model_against_measured_nccl(measured_dir, capsys):
         model = C.fit(fit_rows, hw)
         rows = pd.concat([aic.drop(fit_rows.index), C.read_vidur_allreduce(vidur)], ignore_index=True)
         table = C.error_table(rows, {
-            "engine_ape_pct": C.engine_time(rows.message_bytes, rows.devices, hw),
+            "engine_ape_pct": allreduce_engine_time(rows.message_bytes, rows.devices, hw),
             "model_ape_pct": model.time(rows.message_bytes, rows.devices)})
         tables.append(table.assign(hardware=name, eta=round(model.efficiency, 3),
                                    half_mb=round(model.half_size_bytes / 1e6, 2)))

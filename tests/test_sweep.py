@@ -17,8 +17,9 @@ import pytest
 from perfmodel.api import predict
 from perfmodel.errors import SpecError
 from perfmodel.sweep import evaluate, parts_dir, run_sweep
-from perfmodel.sweep_eval import BOUND_PREFIX, summary_row
-from perfmodel.sweep_grid import METRICS, chunks, grid_from_dict, resolve_value
+from perfmodel.sweep.evaluation import BOUND_PREFIX, summary_row
+from perfmodel.aggregate import METRICS
+from perfmodel.sweep.grid import chunks, grid_from_dict, resolve_value
 
 HBM = "hardware.memory.hbm.bandwidth_bytes_per_s"
 HAS_EVENT = importlib.util.find_spec("perfmodel.engines.event") is not None

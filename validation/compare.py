@@ -28,8 +28,11 @@ import numpy as np
 import pandas as pd
 
 from perfmodel import ops
+from perfmodel.api import _engine
+from perfmodel.engines import analytic
 from perfmodel.ops import Op
 from perfmodel.specs.hardware import Hardware, load_hardware
+from perfmodel.specs.model import bytes_per_element
 
 _ROT = re.compile(r"rot=(\d+)")
 
@@ -164,13 +167,20 @@ def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, e
 def _row_timer(engine: str):
     """The engine's timer for ops whose fields are arrays over a table's rows: the analytic engine broadcasts
     them, the event engine times each row's kernels (:func:`perfmodel.engines.event.time_points`)."""
-    from perfmodel.api import _engine
-
     if engine == "event":
         from perfmodel.engines import event  # SimPy: only for this engine
 
         return event.time_points
     return _engine(engine)
+
+
+def allreduce_engine_time(message_bytes: Any, devices: Any, hw: Hardware, dtype: str = "fp16") -> np.ndarray:
+    """The analytic engine's time for measured all-reduces (``message_bytes`` over ``devices`` GPUs, one op per
+    row), to set beside :class:`perfmodel.collectives.AllReduceModel` fitted on the same rows."""
+    s = np.atleast_1d(np.asarray(message_bytes, dtype=float))
+    p = np.broadcast_to(np.asarray(devices, dtype=float), s.shape)
+    op = ops.allreduce("allreduce", s / bytes_per_element(dtype), p, dtype)
+    return np.asarray(analytic.time_ops([op], hw).time, dtype=float).reshape(s.shape)
 
 
 @dataclass(frozen=True)

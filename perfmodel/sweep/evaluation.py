@@ -4,7 +4,7 @@ Analytic engine: the chunk's numeric wheels become broadcastable arrays (wheel i
 ``build`` turns them into ops whose fields carry only the axes they depend on (a decode GEMM's bytes vary with
 the batch only; attention over the cache varies with batch, prompt and answer length), and the ops are timed in
 blocks of equal shape, so that a quantity independent of a wheel is never computed once per value of that
-wheel. The blocks are totalled per point by :func:`perfmodel.sweep_aggregate.aggregate`, the function
+wheel. The blocks are totalled per point by :func:`perfmodel.aggregate.aggregate`, the function
 ``predict`` uses. Event engine: ``predict(..., engine="event")`` point by point.
 """
 from __future__ import annotations
@@ -15,8 +15,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from perfmodel.sweep_aggregate import Aggregates, OpBlock, aggregate
-from perfmodel.sweep_grid import METRICS, Chunk, column_of
+from perfmodel.aggregate import METRICS, Aggregates, OpBlock, aggregate
+from perfmodel.api import predict
+from perfmodel.engines.analytic import COMPUTE, OVERHEAD, time_ops
+from perfmodel.sweep.grid import Chunk, column_of
+from perfmodel.workload import build, from_specs
 
 # Numeric scenario fields and the workload parameter each one sets (see perfmodel.workload.params.from_specs).
 PARAM_OF = {
@@ -114,8 +117,6 @@ def timed_blocks(op_list, hw, gen_phases: set[str], timer) -> tuple[list[OpBlock
 
     Returns the blocks and every bound name they can carry.
     """
-    from perfmodel.engines.analytic import COMPUTE, OVERHEAD
-
     by_shape: dict[tuple[int, ...], list] = {}
     for op, counts in _unique_ops(op_list):
         by_shape.setdefault(_op_shape(op), []).append((op, counts))
@@ -141,9 +142,6 @@ def timed_blocks(op_list, hw, gen_phases: set[str], timer) -> tuple[list[OpBlock
 
 
 def _analytic(chunk: Chunk) -> pd.DataFrame:
-    from perfmodel.engines.analytic import time_ops
-    from perfmodel.workload import build, from_specs
-
     g = chunk.group
     shape = chunk.shape
     k = len(shape)
@@ -200,8 +198,6 @@ def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _per_point(chunk: Chunk, engine: str) -> pd.DataFrame:
-    from perfmodel.api import predict
-
     g = chunk.group
     numeric = {ax.key for ax in g.numeric}
     rows = []

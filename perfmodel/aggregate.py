@@ -14,6 +14,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 NO_BOUND = "none"
+# The per-point columns of :class:`Aggregates`: a prediction's summary (memory flattened) and a sweep table's
+# metric columns.
+METRICS = ("latency_s", "prefill_s", "decode_s", "tokens_per_s", "time_per_step_s", "steps", "flops", "hbm_bytes",
+           "arithmetic_intensity", "bound", "memory_weights_bytes", "memory_cache_bytes", "memory_activation_bytes",
+           "memory_total_bytes", "memory_capacity_bytes", "memory_fits")
 
 
 @dataclass(frozen=True)
@@ -138,4 +143,5 @@ def aggregate(blocks: Iterable[OpBlock], *, shape: Sequence[int], steps: Any, ba
         "memory_capacity_bytes": np.full(shape, float(capacity_bytes)),
         "memory_fits": total_mem <= capacity_bytes,
     }
+    assert tuple(columns) == METRICS
     return Aggregates(columns, cat_time, cat_present)

@@ -31,7 +31,13 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from perfmodel import __version__
+from perfmodel.aggregate import METRICS
+from perfmodel.api import split_overrides
 from perfmodel.errors import SpecError, UnknownNameError
+from perfmodel.specs.base import parse_value, read_yaml
+from perfmodel.specs.hardware import load_hardware
+from perfmodel.specs.model import load_model
+from perfmodel.specs.scenario import load_scenario
 
 SCHEMA_VERSION = 1
 TOP_LEVEL = ("name", "description", "hardware", "models", "scenarios", "parameters")
@@ -43,10 +49,6 @@ NUMERIC_SCENARIO_KEYS = (
     "kv_cache.bits", "kv_cache.group_size", "kv_cache.scale_bytes", "kv_cache.residual_window",
     "attention.token_budget", "attention.centroid_ratio", TP_KEY,
 )
-# Metric columns of a sweep table (as perfmodel.api.summarize names them, memory flattened).
-METRICS = ("latency_s", "prefill_s", "decode_s", "tokens_per_s", "time_per_step_s", "steps", "flops", "hbm_bytes",
-           "arithmetic_intensity", "bound", "memory_weights_bytes", "memory_cache_bytes", "memory_activation_bytes",
-           "memory_total_bytes", "memory_capacity_bytes", "memory_fits")
 _MULTIPLIER = re.compile(r"^\s*[x×]\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
 
@@ -140,8 +142,6 @@ def grid_from_dict(data: Any, source: str = "<grid>") -> Grid:
 
 def load_grid(path: str | Path) -> Grid:
     """Read a grid YAML file (safe loader) into a :class:`Grid`."""
-    from perfmodel.specs.base import read_yaml
-
     p = Path(path)
     if not p.is_file():
         raise SpecError(str(path), "<file>", str(path), "an existing grid YAML file")
@@ -166,8 +166,6 @@ def resolve_value(raw: Any, base: Any, source: str, key: str, spec: str = "the s
         return raw
     m = _MULTIPLIER.match(raw)
     if not m:
-        from perfmodel.specs.base import parse_value
-
         return parse_value(raw)
     if isinstance(base, bool) or not isinstance(base, (int, float)):
         raise SpecError(source, f"parameters.{key}", raw,
@@ -275,8 +273,6 @@ class _Resolver:
     """Loads and validates every spec variant a grid needs, once each."""
 
     def __init__(self, grid: Grid):
-        from perfmodel.api import split_overrides
-
         self.grid = grid
         self.source = grid.source
         hw_keys, model_keys, sc_keys = split_overrides({k: None for k in grid.parameters})
@@ -293,10 +289,6 @@ class _Resolver:
 
     def base(self, kind: str, entry: str):
         """The spec ``entry`` (catalog name or path) of ``kind`` as written, loaded once."""
-        from perfmodel.specs.hardware import load_hardware
-        from perfmodel.specs.model import load_model
-        from perfmodel.specs.scenario import load_scenario
-
         loader = {"hardware": load_hardware, "model": load_model, "scenario": load_scenario}[kind]
 
         def make():
@@ -309,10 +301,6 @@ class _Resolver:
 
     def variant(self, kind: str, entry: str, keys: Sequence[str], indices: Sequence[int]):
         """The spec ``entry`` with the grid values ``indices`` of ``keys`` applied; returns (spec, columns)."""
-        from perfmodel.specs.hardware import load_hardware
-        from perfmodel.specs.model import load_model
-        from perfmodel.specs.scenario import load_scenario
-
         loader = {"hardware": load_hardware, "model": load_model, "scenario": load_scenario}[kind]
         prefix = {"hardware": "hardware.", "model": "model.", "scenario": ""}[kind]
 
@@ -341,8 +329,6 @@ class _Resolver:
 
     def numeric_values(self, scenario, entry: str, key: str) -> tuple[Any, ...]:
         """Resolved, validated values of a numeric scenario wheel for one scenario variant."""
-        from perfmodel.specs.scenario import load_scenario
-
         def make():
             base_dict = scenario.model_dump(mode="json")
             out = []

@@ -1,11 +1,11 @@
-"""Sweeps: predict every point of a grid (hardware variants × models × scenarios × parameters) into one table.
+"""Running a sweep: every point of a grid (hardware variants × models × scenarios × parameters) into one table.
 
 Like a print shop with a job ticket per sheet: the grid is cut into chunks, each chunk is printed (evaluated)
 and filed as its own part file under ``<output>.parts/`` named by the hash of its points; when every part is
 filed they are bound into the output table. A sweep that is interrupted finds its filed parts on the next run
 and prints only the missing ones.
 
-The analytic engine evaluates a chunk as arrays in this process (see :mod:`perfmodel.sweep_eval`); the event
+The analytic engine evaluates a chunk as arrays in this process (see :mod:`perfmodel.sweep.evaluation`); the event
 engine, and analytic grids above ``DASK_THRESHOLD`` points, run their chunks as Dask tasks on a local cluster or
 on the scheduler given. Every row equals what :func:`perfmodel.api.predict` returns for that point.
 """
@@ -19,8 +19,9 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from perfmodel.sweep_eval import BOUND_PREFIX, CONTEXT, evaluate_chunk
-from perfmodel.sweep_grid import METRICS, Chunk, Grid, chunks, grid_from_dict, load_grid
+from perfmodel.aggregate import METRICS
+from perfmodel.sweep.evaluation import BOUND_PREFIX, CONTEXT, evaluate_chunk
+from perfmodel.sweep.grid import Chunk, Grid, chunks, grid_from_dict, load_grid
 
 ENGINES = ("analytic", "event")
 DEFAULT_CHUNK = {"analytic": 20_000, "event": 8}
@@ -183,5 +184,3 @@ def run_sweep(grid: Grid | str | Path, output: str | Path | None = None, *, engi
             shutil.rmtree(parts, ignore_errors=True)
     return SweepResult(table, out_path, total, len(plan), len(plan) - len(todo), resumed, bool(use_dask and todo))
 
-
-__all__ = ["Grid", "SweepResult", "evaluate", "grid_from_dict", "load_grid", "parts_dir", "run_sweep"]
