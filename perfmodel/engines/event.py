@@ -99,8 +99,31 @@ def lone_time(kernel: Kernel, config: GpuConfig) -> _Span:
 
 
 def time_ops(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
-    """Time every op on ``hw`` as its kernel alone on the GPU (one point: op fields must be scalars)."""
-    return _times([_kernel(op, hw) for op in op_list], gpu_config(hw))
+    """Time every op on ``hw`` as its kernel alone on the GPU (one point: op fields must be scalars). Ops that
+    differ only in name, phase or count (a layer's GEMMs in every layer and segment) share one kernel."""
+    built: dict[tuple, Kernel] = {}
+    kernels = []
+    for op in op_list:
+        key = _op_key(op)
+        if key is None or key not in built:
+            kernel = _kernel(op, hw)
+            if key is None:
+                kernels.append(kernel)
+                continue
+            built[key] = kernel
+        kernels.append(built[key])
+    return _times(kernels, gpu_config(hw))
+
+
+def _op_key(op: Op) -> tuple | None:
+    """Everything of an op its kernel depends on, hashable; None when a field is not a plain value."""
+    key = (op.kind, op.dtype, op.unit, tuple(sorted(op.shape.items())), op.flops, op.read_bytes, op.write_bytes,
+           op.l2_bytes, op.reuse_bytes, op.vector_flops)
+    try:
+        hash(key)
+    except TypeError:  # an array field: kernel_for says why it cannot be timed
+        return None
+    return key
 
 
 def time_points(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
