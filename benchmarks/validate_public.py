@@ -21,8 +21,8 @@ def main() -> int:
     ap.add_argument("--data", default=str(MEASURED / "aiconfigurator"), help="aiconfigurator folder")
     ap.add_argument("--engines", nargs="+", default=["analytic", "event"], choices=["analytic", "event"])
     ap.add_argument("--event-sample", type=int, default=0,
-                    help="held-out rows per GPU (seeded random sample) for the event engine, which simulates one row "
-                         "at a time (default 0: all rows)")
+                    help="held-out rows per GPU (seeded random sample) for the event engine, the slower "
+                         "one (default 0: all rows)")
     ap.add_argument("--write-catalog", action="store_true", help="write fitted efficiency blocks into hardware/*.yaml")
     args = ap.parse_args()
 
