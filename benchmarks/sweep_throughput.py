@@ -17,22 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from guard import best_time  # benchmarks/guard.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 ANALYTIC_GRID = ROOT / "workloads" / "grids" / "throughput-100k.yaml"
 EVENT_GRID = {
     "hardware": ["h100-sxm"], "models": ["llama-3.1-8b"], "scenarios": ["arm", "kv-int4"],
     "parameters": {"batch": [1, 2, 4, 8, 16, 32, 64, 128, 192, 256], "prompt_len": [256, 512, 1024, 2048, 4096]},
 }
-
-
-def _best(fn, repeat: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _line(label: str, points: int, seconds: float, markdown: bool = False) -> None:
@@ -62,9 +54,9 @@ def main() -> int:
     grid = load_grid(ANALYTIC_GRID)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "analytic.parquet"
-        _line("analytic, one process, in memory", grid.size, _best(lambda: evaluate(grid), args.repeat), md)
+        _line("analytic, one process, in memory", grid.size, best_time(lambda: evaluate(grid), args.repeat), md)
         _line("analytic, one process, to Parquet (parts + combine)", grid.size,
-              _best(lambda: run_sweep(grid, out, use_dask=False), args.repeat), md)
+              best_time(lambda: run_sweep(grid, out, use_dask=False), args.repeat), md)
         start = time.perf_counter()
         run_sweep(grid, Path(tmp) / "analytic-dask.parquet", use_dask=True, workers=args.workers)
         _line("analytic, local Dask cluster, to Parquet", grid.size, time.perf_counter() - start, md)
