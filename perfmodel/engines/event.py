@@ -42,8 +42,7 @@ from perfmodel.ops import Op, point
 from perfmodel.specs.hardware import Hardware
 
 __all__ = ["EventOpTimes", "GpuConfig", "GroupSpan", "Kernel", "KernelSpan", "TileClass", "Timeline",
-           "chrome_trace", "gpu_config", "kernel_for", "lone_time", "simulate", "simulate_ops", "time_ops",
-           "time_points"]
+           "chrome_trace", "gpu_config", "kernel_for", "simulate", "simulate_ops", "time_ops", "time_points"]
 
 MODEL_NOTES = (
     "bandwidth: processor sharing; k concurrent transfers at a level each get min(bandwidth/k, SM port)",
@@ -88,7 +87,7 @@ class _Span:
     tiles: int = 0
 
 
-def lone_time(kernel: Kernel, config: GpuConfig) -> _Span:
+def _lone_time(kernel: Kernel, config: GpuConfig) -> _Span:
     """Time of ``kernel`` alone on the GPU: the closed form where it is exact (event_lone.exact_time), else the
     simulation."""
     closed = exact_time(kernel, config)
@@ -105,12 +104,11 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
     kernels = []
     for op in op_list:
         key = _op_key(op)
-        if key is None or key not in built:
-            kernel = _kernel(op, hw)
-            if key is None:
-                kernels.append(kernel)
-                continue
-            built[key] = kernel
+        if key is None:
+            kernels.append(_kernel(op, hw))
+            continue
+        if key not in built:
+            built[key] = _kernel(op, hw)
         kernels.append(built[key])
     return _times(kernels, gpu_config(hw))
 
@@ -151,7 +149,7 @@ def _times(kernels: list[Kernel], config: GpuConfig) -> EventOpTimes:
     for k in kernels:
         key = _key(k)
         if key not in spans:
-            spans[key] = lone_time(k, config)
+            spans[key] = _lone_time(k, config)
     has_link = any(LINK in k.total_bytes() for k in kernels)
     level_names = [name for name in config.bandwidth_bytes_per_s if name != LINK or has_link]
     n = len(kernels)
