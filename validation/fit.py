@@ -151,7 +151,9 @@ def held_out_mask(table: pd.DataFrame) -> pd.Series:
 
 
 def _with_efficiency(hw: Hardware, params, x: np.ndarray, note: str) -> Hardware:
-    upd: dict[str, Any] = {"note": note}
+    from perfmodel.transfer import attention_kernel, figures
+
+    upd: dict[str, Any] = {"note": note, "calibrated_for": figures(hw), "attention_kernel": attention_kernel(hw)}
     for p, v in zip(params, x):
         p.set(hw, upd, float(v))
     return hw.model_copy(update={"efficiency": hw.efficiency.model_copy(update=upd)})
@@ -197,3 +199,41 @@ def fit_efficiency(table: pd.DataFrame, hardware: str | Hardware, engine: str = 
               "efficiency": {p.name: float(v) for p, v in zip(params, res.x)},
               "rms_log_error": float(np.sqrt(np.mean(res.fun ** 2)))}
     return fitted, report
+
+
+def efficiency_block(hw: Hardware, report: dict[str, Any]) -> str:
+    """The fitted efficiency block of ``hw`` as YAML text for its catalog file: the fitted numbers (a term with no
+    rows to fit it is left out, so that the transfer rule's or the schema's default applies), the attention
+    kernel family, the figures it was fit for and the note."""
+    import yaml
+
+    e = report["efficiency"]
+    eff = hw.efficiency
+    counts = report["subsets"]
+    cache = [k for k, m in hw.memory.items() if not (hw.kind == "gpu" and m.per_unit)][0]
+    block: dict[str, Any] = {"attention_kernel": eff.attention_kernel, "tensor": round(e["tensor"], 3),
+                             "memory": {cache: round(e["l2"], 3), hw.main_memory: round(e["hbm"], 3)}}
+    for name in ("launch_s", "attention_overhead_s", "attention_tile_s", "prefill_attention_overhead_s"):
+        block[name] = float(f"{e[name]:.4g}")
+    optional = {"attention_cta_bytes_per_s": "attn_decode_single", "prefill_attention_tile_s": "attn_prefill_wide",
+                "attention_tensor": "attn_prefill_long"}
+    for name, subset in optional.items():
+        if counts.get(subset):
+            block[name] = float(f"{e[name]:.4g}")
+    block["calibrated_for"] = {k: float(f"{v:.6g}") for k, v in (eff.calibrated_for or {}).items()}
+    block["note"] = eff.note
+    return yaml.safe_dump({"efficiency": block}, sort_keys=False, width=10_000)
+
+
+def write_efficiency(path: str | Path, hw: Hardware, report: dict[str, Any]) -> None:
+    """Replace the ``efficiency:`` block of the hardware YAML at ``path`` (the rest of the file, comments included,
+    is kept) by :func:`efficiency_block`."""
+    import re
+
+    text = Path(path).read_text(encoding="utf-8")
+    block = efficiency_block(hw, report)
+    if re.search(r"^efficiency:\n(?:  .*\n?)*", text, flags=re.M):
+        text = re.sub(r"^efficiency:\n(?:  .*\n?)*", block, text, count=1, flags=re.M)
+    else:
+        text = text.rstrip("\n") + "\n" + block
+    Path(path).write_text(text, encoding="utf-8")

@@ -206,7 +206,7 @@ def exp_rate(vector_fp32_flops: float) -> float:
 
 @dataclass(frozen=True)
 class FlashKernel:
-    """How a FlashAttention generation tiles a (paged, variable-length) attention call, as vLLM calls it.
+    """How a fused-attention kernel family tiles a (paged, variable-length) attention call, as vLLM calls it.
 
     ``fa2``: FlashAttention-2 (Ampere and later; vLLM's paged call always runs its split-KV kernel,
     ``run_mha_fwd_splitkv_dispatch``: kBlockM = 64 query rows, kBlockN = 256/128/64 keys for head_dim ≤ 64/≤ 128/
@@ -223,29 +223,74 @@ class FlashKernel:
     never splits 4 or fewer key blocks (flash_api.cpp/heuristics.h of each). Its two consumer warpgroups take
     turns (ping-pong): one exponentiates while the other's matmuls run, so the softmax hides under the tensor
     cores' time.
+
+    ``trtllm``: TensorRT-LLM's Blackwell kernels as FlashInfer calls them (trtllmGenKernels/fmha/fmhaKernels.h):
+    a decode ("generation") CTA takes a group of query heads sharing a KV head, at most 8 (groups ≤ 8), 16
+    (≤ 16) or 32 (larger groups, the other kernel type); the cache is split in ``numCtasPerSeqKv`` = min(key
+    blocks of 128, max(1, ⌊SMs / CTAs⌋)) pieces reduced inside the kernel (through cluster shared memory or
+    global memory, no combine kernel), else a persistent scheduler walks the tiles. A prefill ("context") CTA
+    takes 128 query rows of one head and is never split. Softmax warps run beside the MMA warps (overlapped).
     """
 
     name: str
-    pack_gqa: bool
     split_ctas_per_sm: int
     min_blocks_to_split: int
-    overlap_softmax: bool  # FA3's ping-pong warpgroups hide the exponentials under the other group's matmuls
-    split_prefill: bool  # whether calls with more than one query per sequence are split over the cache
+    overlap_softmax: bool  # the exponentials hide under the matmuls (FA3 ping-pong, TensorRT-LLM warp roles)
+
+    def packed(self, decode: Any, group: Any) -> Any:
+        """Whether the group's query heads share a CTA."""
+        if self.name == "fa3":
+            return np.full(np.broadcast(decode, group).shape, True)
+        if self.name == "trtllm":
+            return np.asarray(decode) & np.full(np.shape(group), True)
+        return np.asarray(decode) & (np.asarray(group) > 1)
+
+    def rows(self, head_dim: Any, group: Any, decode: Any) -> Any:
+        """Query rows of one CTA (packed heads count as rows)."""
+        group = np.asarray(group, dtype=float)
+        if self.name == "fa3":
+            return self.block_q(head_dim) + 0.0 * group
+        if self.name == "trtllm":
+            cap = np.where(group <= 8, 8.0, np.where(group <= 16, 16.0, 32.0))
+            return np.where(decode, np.minimum(group, cap), 128.0)
+        return 64.0 + 0.0 * group
 
     def block_q(self, head_dim: Any) -> Any:
-        if self.name == "fa2":
-            return 64.0 + 0.0 * np.asarray(head_dim, dtype=float)
-        return np.where(np.asarray(head_dim) <= 96, 192.0, 128.0)
+        if self.name == "fa3":
+            return np.where(np.asarray(head_dim) <= 96, 192.0, 128.0)
+        return 64.0 + 0.0 * np.asarray(head_dim, dtype=float) if self.name == "fa2" \
+            else 128.0 + 0.0 * np.asarray(head_dim, dtype=float)
 
     def block_kv(self, head_dim: Any) -> Any:
         d = np.asarray(head_dim, dtype=float)
         if self.name == "fa2":
             return np.where(d <= 64, 256.0, np.where(d <= 128, 128.0, 64.0))
-        return np.where(d <= 128, 128.0, np.where(d <= 192, 96.0, 80.0))
+        if self.name == "fa3":
+            return np.where(d <= 128, 128.0, np.where(d <= 192, 96.0, 80.0))
+        return 128.0 + 0.0 * d
+
+    def splits(self, tiles: Any, n_blocks: Any, sms: int, decode: Any, packed: Any) -> Any:
+        """KV splits of a call with ``tiles`` CTAs over ``n_blocks`` key blocks."""
+        if self.name == "trtllm":
+            fill = np.maximum(1.0, np.floor(sms / np.maximum(np.asarray(tiles, dtype=float), 1.0)))
+            return np.where(decode, np.minimum(np.maximum(n_blocks, 1.0), fill), 1.0)
+        s = num_splits_heuristic(tiles, n_blocks, self.split_ctas_per_sm * sms, self.min_blocks_to_split)
+        if self.name == "fa3":
+            return s
+        return np.where(np.asarray(decode) & np.asarray(packed), s, 1.0)  # FA2: only a regrouped decode call
+
+    def extra_kernels(self, batch: Any, kv_heads: Any, splits: Any, decode: Any, packed: Any) -> Any:
+        """Kernels the call launches beside the attention kernel: FA2's two regrouping copies (a decode call
+        regrouped when neither the batch nor the KV heads is 1) and FlashAttention's split-KV combine."""
+        if self.name == "trtllm":
+            return 0.0 * np.asarray(splits, dtype=float)
+        copies = np.where(np.asarray(decode) & np.asarray(packed) & (np.asarray(batch) > 1)
+                          & (np.asarray(kv_heads) > 1), 2.0, 0.0) if self.name == "fa2" else 0.0
+        return copies + (np.asarray(splits) > 1)
 
 
-FLASH_KERNELS = {"fa2": FlashKernel("fa2", False, 2, 0, False, False),
-                 "fa3": FlashKernel("fa3", True, 1, 4, True, True)}
+FLASH_KERNELS = {"fa2": FlashKernel("fa2", 2, 0, False), "fa3": FlashKernel("fa3", 1, 4, True),
+                 "trtllm": FlashKernel("trtllm", 1, 0, True)}
 MAX_SPLITS = 128
 PLAIN_MIN_KEYS_PER_SPLIT = 256
 
@@ -324,10 +369,9 @@ def attention_plan(batch: Any, q_len: Any, kv_len: Any, heads: Any, kv_heads: An
     generation, a CPU: 128-row blocks of the packed group, a decode call split so that the grid fills the units
     but no split finer than 256 keys).
 
-    tiles = per_block·⌈rows of queries / kBlockM⌉ where the rows are the group's queries packed together (FA3;
-    FA2's decode regrouping) or one head's queries (FA2); splits by :func:`num_splits_heuristic` over the key
-    blocks where the generation splits this call. Extra kernels: the split-KV combine when splits > 1, and
-    FA2's two copies of the regrouping when batch > 1 and kv_heads > 1 (see :class:`FlashKernel`)."""
+    tiles = per_block·⌈rows of queries / rows per CTA⌉ where the rows are the group's queries packed together
+    (FA3; FA2's decode regrouping; TensorRT-LLM's decode) or one head's queries; splits and extra kernels by the
+    family's own rules (:class:`FlashKernel`)."""
     batch = np.asarray(batch, dtype=float)
     q_len = np.asarray(q_len, dtype=float)
     heads = np.asarray(heads, dtype=float)
@@ -337,12 +381,9 @@ def attention_plan(batch: Any, q_len: Any, kv_len: Any, heads: Any, kv_heads: An
     if kernel is None:
         rows = ATTN_BLOCK_Q + 0.0 * group
         packed = np.full(np.broadcast(group, q_len).shape, True)
-    elif kernel.pack_gqa:
-        rows = kernel.block_q(head_dim) + 0.0 * group
-        packed = np.full(np.broadcast(group, q_len).shape, True)
-    else:  # FA2: a decode call with a GQA group is regrouped into the query rows
-        rows = 64.0 + 0.0 * group
-        packed = decode & (group > 1)
+    else:
+        rows = kernel.rows(head_dim, group, decode)
+        packed = kernel.packed(decode, group)
     blocks = np.where(packed, np.ceil(q_len * group / rows), np.ceil(q_len / rows))
     per_block = np.where(packed, batch * kv_heads, batch * heads)
     tiles = per_block * blocks
@@ -350,21 +391,14 @@ def attention_plan(batch: Any, q_len: Any, kv_len: Any, heads: Any, kv_heads: An
         fill = np.clip(np.ceil(sms / np.maximum(tiles, 1)), 1,
                        np.maximum(np.ceil(np.asarray(kv_len, dtype=float) / PLAIN_MIN_KEYS_PER_SPLIT), 1))
         splits = np.where(decode, fill, 1.0)
-        copies = 0.0
+        extra = 0.0 * splits
         occupancy = 1.0
     else:
         n_blocks = np.ceil(np.asarray(kv_len, dtype=float) / kernel.block_kv(head_dim))
-        splits = num_splits_heuristic(tiles, n_blocks, kernel.split_ctas_per_sm * sms, kernel.min_blocks_to_split)
-        if kernel.split_prefill:
-            may_split = np.full(np.shape(splits), True)
-        else:
-            may_split = decode & packed
-        splits = np.where(may_split, splits, 1.0)
-        copies = np.where(decode & packed & (batch > 1) & (kv_heads > 1), 2.0, 0.0) if kernel.name == "fa2" \
-            else 0.0
+        splits = kernel.splits(tiles, n_blocks, sms, decode, packed)
+        extra = kernel.extra_kernels(batch, kv_heads, splits, decode, packed)
         occupancy = np.where(decode, float(kernel.split_ctas_per_sm), 1.0)
-    return AttentionPlan(tiles, splits, rows, blocks, per_block, packed, occupancy, copies + (splits > 1),
-                         decode)
+    return AttentionPlan(tiles, splits, rows, blocks, per_block, packed, occupancy, extra, decode)
 
 
 def decode_grid(batch: Any, heads: Any, kv_heads: Any, kv_len: Any, head_dim: Any, *, sms: int,

@@ -104,10 +104,12 @@ class Efficiency(Spec):
     prefill_attention_tile_s: float | None = Field(
         None, ge=0, description="serial time of one prefill-attention tile (load Q, set up the K/V pipeline, "
                                 "write O) (s); default: attention_tile_s")
-    attention_kernel: Literal["fa2", "fa3"] = Field(
-        "fa2", description="FlashAttention generation the serving stack runs on this device: 'fa3' (Hopper) packs "
-                           "the GQA group into 128-row query tiles; 'fa2' (portable) tiles 64 query rows per head "
-                           "(perfmodel/engines/tiling.py, FlashKernel)")
+    attention_kernel: Literal["fa2", "fa3", "trtllm"] = Field(
+        "fa2", description="attention kernel family the serving stack runs on this device: 'fa3' (FlashAttention-3, "
+                           "Hopper) packs the GQA group into 128-row query tiles; 'fa2' (FlashAttention-2, Ampere, "
+                           "Ada) tiles 64 query rows per head; 'trtllm' (TensorRT-LLM's kernels through FlashInfer, "
+                           "Blackwell) groups up to 8/16/32 heads per decode CTA (perfmodel/engines/tiling.py, "
+                           "FlashKernel); default: the architecture's (perfmodel/transfer.py)")
     gemm_half_rows: dict[str, float] = Field(
         default_factory=dict, description="CPU only, per dtype: rows m at which a matmul of m rows reaches half its "
                                           "large-matmul rate (Hockney's half-performance length: rate = "
@@ -122,6 +124,10 @@ class Efficiency(Spec):
                                 "allocator's mmap threshold (page faults + zeroing), charged to ops that write a "
                                 "fresh allocation (shape['fresh_output']); default: not charged")
     note: str = Field("datasheet defaults, not calibrated", description="how these numbers were obtained")
+    calibrated_for: dict[str, float] | None = Field(
+        None, description="the spec figures (SMs, clock, peak, bandwidths, latencies) this block was fit for; on a spec "
+                          "whose figures differ it is carried over in device-independent units, not claimed as the "
+                          "spec's own (perfmodel/transfer.py)")
 
     def memory_fraction(self, level: str) -> float:
         return self.memory.get(level, 0.8)
@@ -205,16 +211,28 @@ class Hardware(Spec):
         }
 
 
-def load_hardware(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Hardware:
-    """Load a hardware spec from a catalog name (``h100-sxm``) or a YAML path, with dotted-path overrides."""
+def load_hardware(name_or_path: str | Path, overrides: dict[str, Any] | None = None, *,
+                  resolve_efficiency: bool = True) -> Hardware:
+    """Load a hardware spec from a catalog name (``h100-sxm``) or a YAML path, with dotted-path overrides.
+
+    The efficiency block then follows the transfer rule (:func:`perfmodel.transfer.resolve`): a device's own
+    calibration, a calibration carried to an edited spec, or one transferred from calibrated devices;
+    ``resolve_efficiency=False`` returns the block as written.
+    """
     if isinstance(name_or_path, Hardware):
         if not overrides:
             return name_or_path
         from perfmodel.specs.base import apply_overrides, validate
 
         data = apply_overrides(name_or_path.to_dict(), overrides, f"hardware {name_or_path.name} (--set)")
-        return validate(Hardware, data, f"hardware {name_or_path.name} (--set)")
-    return load_spec(Hardware, "hardware", name_or_path, overrides)
+        hw = validate(Hardware, data, f"hardware {name_or_path.name} (--set)")
+    else:
+        hw = load_spec(Hardware, "hardware", name_or_path, overrides)
+    if not resolve_efficiency:
+        return hw
+    from perfmodel.transfer import resolve
+
+    return resolve(hw)
 
 
 def hardware_names() -> list[str]:
