@@ -154,7 +154,8 @@ def gemm_kernel(op: Op, hw: Hardware, shapes=tiling.GEMM_TILES, splits=tiling.SP
                             hbm_bytes=srv.level_bytes.get(main, 0.0) if srv.level_bytes.get(main) else 0.0,
                             latency=srv.latency_s, store_latency=levels[0].latency,
                             reduce_s=eff.launch_s + levels[0].latency, smem_bytes=analytic.smem_per_sm(hw),
-                            shapes=shapes, splits=splits)
+                            shapes=shapes, splits=splits,
+                            sharing=tiling.operand_sharing(hw.compute.architecture))
     tiles = int(plan.tiles)
     total = dict(srv.level_bytes)
     total[first] = max(total[first], float(plan.l2_bytes))

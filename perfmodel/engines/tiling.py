@@ -50,6 +50,19 @@ GEMM_STAGES = 4
 MAX_OCCUPANCY = 16
 
 
+# Operand sharing inside a thread-block cluster, per architecture (CUTLASS's kernel schedules): on Hopper (sm90)
+# GEMMs run in 2x1 clusters whose TMA multicast loads each B panel once for the two CTAs; on Blackwell (sm100)
+# a CTA pair runs one 2-SM MMA (tcgen05 cta_group::2) over a 256-row tile, each CTA loading half of the shared
+# operand, inside clusters that multicast the other: both operands reach L2 once per two CTAs. Ampere and Ada
+# (sm80/sm89, mma.sync) have no clusters. Values: (A panels, B panels) loaded per CTA, as fractions.
+GEMM_OPERAND_SHARING = {"hopper": (1.0, 0.5), "blackwell": (0.5, 0.5), "blackwell-ultra": (0.5, 0.5)}
+
+
+def operand_sharing(architecture: str | None) -> tuple[float, float]:
+    """(A, B) panel fractions one CTA loads through L2 on ``architecture`` (:data:`GEMM_OPERAND_SHARING`)."""
+    return GEMM_OPERAND_SHARING.get(architecture or "", (1.0, 1.0))
+
+
 def shape_efficiency(tm: int, tn: int) -> float:
     """Fraction of the per-SM peak a tile of tm×tn sustains relative to 128×256 (mild: ^0.15 of the area)."""
     return min(1.0, tm * tn / REFERENCE_TILE) ** 0.15
@@ -133,7 +146,8 @@ class GemmPlan:
 def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes: float, sms: int,
               peak: float, l2_bw: float, hbm_bw: Any, hbm_bytes: Any, latency: Any = 0.0,
               store_latency: float = 0.0, reduce_s: float = SPLIT_K_REDUCE_S,
-              smem_bytes: float | None = None, shapes=GEMM_TILES, splits=SPLIT_K) -> GemmPlan:
+              smem_bytes: float | None = None, shapes=GEMM_TILES, splits=SPLIT_K,
+              sharing: tuple[float, float] = (1.0, 1.0)) -> GemmPlan:
     """The fastest tile shape and split-K for GEMMs of shape m×n×k (arrays broadcast).
 
     ``peak``, ``l2_bw`` and ``hbm_bw`` are attainable rates (efficiency applied). ``hbm_bytes`` is the op's
@@ -141,7 +155,8 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     operands (the K loop's pace, :func:`gemm_pipeline_time`); ``store_latency``: the round trip of a store to L2
     (:func:`gemm_epilogue_time`); ``reduce_s``: the fixed cost of split-K's reduction kernel (a launch and a round
     trip); ``smem_bytes``: shared memory per SM (:func:`gemm_occupancy`). ``shapes`` and ``splits`` are the
-    candidates (pin one of each to see a fixed kernel's waves).
+    candidates (pin one of each to see a fixed kernel's waves). ``sharing``: the fractions of the A and B panels
+    one CTA loads through L2 when a cluster shares them (:func:`operand_sharing`).
     """
     m = np.asarray(m, dtype=float)
     n = np.asarray(n, dtype=float)
@@ -160,7 +175,7 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
             floor = gemm_pipeline_time(ks, latency)
             epi = gemm_epilogue_time(tm, tn, 4.0 if s > 1 else o_bytes, l2_bw / sms, store_latency)
             waves, compute = waves_time(tiles, sms, occ, tile_c, floor, epi)
-            l2b = tiles * (tm * a_bytes + tn * w_bytes) * ks + m * n * o_bytes
+            l2b = tiles * (tm * a_bytes * sharing[0] + tn * w_bytes * sharing[1]) * ks + m * n * o_bytes
             partials = m * n * 4.0 * s if s > 1 else 0.0 * m
             hbm = (hbm_bytes + partials) / hbm_bw
             # split-K's reduction is a second kernel, after the first: it reads the partials and writes C
@@ -444,3 +459,20 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
     chain = np.ceil(ctas / (sms * plan.occupancy)) * tile_s
     decode = np.maximum(work, chain)
     return np.where(plan.decode, decode, prefill)
+
+
+def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: float | None,
+                  window_s: float) -> Any:
+    """How much longer a tensor-core kernel runs because the power limiter holds the board at its TDP.
+
+    At its unthrottled pace the kernel draws x = energy_per_flop · (flops / time) / TDP of the allowed power; with
+    x > 1 the clock, and with it the FLOP rate, drops by x (dynamic power in proportion to the rate). The limiter
+    acts over a window: a kernel of duration t (repeated back to back, as a benchmark or a serving loop runs it)
+    takes the fraction w = t⁴ / (t⁴ + window⁴) of the slow-down: time × (1 + (x − 1)⁺ · w). 1 without an energy
+    figure or a TDP."""
+    if not energy_per_flop or not tdp_w:
+        return 1.0 + 0.0 * np.asarray(time, dtype=float)
+    time = np.maximum(np.asarray(time, dtype=float), 1e-30)
+    x = energy_per_flop * np.asarray(flops, dtype=float) / (time * tdp_w)
+    w = time ** 4 / (time ** 4 + window_s ** 4)
+    return 1.0 + np.maximum(x - 1.0, 0.0) * w

@@ -59,6 +59,10 @@ class MemoryLevel(Spec):
     bandwidth_bytes_per_s: PositiveFloat = Field(description="aggregate peak bandwidth of the level over all units (B/s)")
     latency_s: PositiveFloat | None = Field(None, description="load-to-use latency (s), if known")
     per_unit: bool = Field(False, description="true when the capacity is per SM/core (shared memory, L1, L2 of a CPU core)")
+    partitions: int = Field(
+        1, ge=1, description="partitions that each keep their own copy of data every SM reads (the two halves of an "
+                             "A100/H100 L2, the two dies of a B200): data read by the whole GPU fits in "
+                             "capacity / partitions")
     source: str = Field(description="key in `sources` citing these numbers")
 
 
@@ -123,6 +127,13 @@ class Efficiency(Spec):
         None, gt=0, description="CPU only: bytes per second of first touch of a fresh allocation above the C "
                                 "allocator's mmap threshold (page faults + zeroing), charged to ops that write a "
                                 "fresh allocation (shape['fresh_output']); default: not charged")
+    energy_per_flop_j: float | None = Field(
+        None, gt=0, description="energy (J) per tensor FLOP at the attainable rate, idle power included: a kernel "
+                                "whose FLOP rate x this exceeds power.tdp_w is slowed to the TDP once the power "
+                                "limiter acts (perfmodel/engines/tiling.py, power_stretch); default: never limited")
+    power_window_s: float = Field(
+        0.8e-3, gt=0, description="how long a kernel runs before the power limiter slows it: a kernel of duration t "
+                                  "takes the fraction t^4 / (t^4 + window^4) of the slow-down (s)")
     note: str = Field("datasheet defaults, not calibrated", description="how these numbers were obtained")
     calibrated_for: dict[str, float] | None = Field(
         None, description="the spec figures (SMs, clock, peak, bandwidths, latencies) this block was fit for; on a spec "
@@ -190,6 +201,10 @@ class Hardware(Spec):
         """Total capacity of a level (per-unit capacities multiplied by the number of units)."""
         m = self.memory[level]
         return m.capacity_bytes * (self.compute.units if m.per_unit else 1)
+
+    def shared_capacity_bytes(self, level: str) -> float:
+        """Capacity of a level for data the whole device reads: the total over partitions that each keep a copy."""
+        return self.level_capacity_bytes(level) / self.memory[level].partitions
 
     def ridge_point(self, dtype: str = "bf16", level: str | None = None) -> float:
         """FLOP per byte at which the roofline turns from memory- to compute-bound."""
