@@ -235,7 +235,8 @@ class FlashKernel:
     ``fa3``: FlashAttention-3 (Hopper): the group's heads packed into the query rows of one CTA (PackGQA,
     always on for a paged varlen call), kBlockM = 192 for head_dim ≤ 96 else 128, kBlockN 128 (≤ 128),
     96 (≤ 192), 80 (larger) for a paged cache; the split heuristic runs on every call, counts one CTA per SM and
-    never splits 4 or fewer key blocks (flash_api.cpp/heuristics.h of each). Its two consumer warpgroups take
+    never splits 4 or fewer key blocks (flash_api.cpp/heuristics.h of each; the model applies it to calls of one
+    query block per (sequence, KV head), see :meth:`splits`). Its two consumer warpgroups take
     turns (ping-pong): one exponentiates while the other's matmuls run, so the softmax hides under the tensor
     cores' time.
 
@@ -284,14 +285,17 @@ class FlashKernel:
             return np.where(d <= 128, 128.0, np.where(d <= 192, 96.0, 80.0))
         return 128.0 + 0.0 * d
 
-    def splits(self, tiles: Any, n_blocks: Any, sms: int, decode: Any, packed: Any) -> Any:
-        """KV splits of a call with ``tiles`` CTAs over ``n_blocks`` key blocks."""
+    def splits(self, tiles: Any, n_blocks: Any, sms: int, decode: Any, packed: Any, blocks: Any = 1) -> Any:
+        """KV splits of a call with ``tiles`` CTAs over ``n_blocks`` key blocks (``blocks``: query blocks per
+        unit). FA3's heuristic runs on every call; the model applies it where the queries fill one block per
+        (sequence, KV head): a decode step, a speculative verify pass, a block-diffusion step. A longer prefill
+        keeps one CTA per query block, as the heuristic leaves it once the query blocks fill the SMs."""
         if self.name == "trtllm":
             fill = np.maximum(1.0, np.floor(sms / np.maximum(np.asarray(tiles, dtype=float), 1.0)))
             return np.where(decode, np.minimum(np.maximum(n_blocks, 1.0), fill), 1.0)
         s = num_splits_heuristic(tiles, n_blocks, self.split_ctas_per_sm * sms, self.min_blocks_to_split)
-        if self.name == "fa3":
-            return s
+        if self.name == "fa3":  # split a call whose queries fill one block per unit (decode, verify, diffusion step)
+            return np.where(np.asarray(blocks) <= 1, s, 1.0)
         return np.where(np.asarray(decode) & np.asarray(packed), s, 1.0)  # FA2: only a regrouped decode call
 
     def extra_kernels(self, batch: Any, kv_heads: Any, splits: Any, decode: Any, packed: Any) -> Any:
@@ -410,7 +414,7 @@ def attention_plan(batch: Any, q_len: Any, kv_len: Any, heads: Any, kv_heads: An
         occupancy = 1.0
     else:
         n_blocks = np.ceil(np.asarray(kv_len, dtype=float) / kernel.block_kv(head_dim))
-        splits = kernel.splits(tiles, n_blocks, sms, decode, packed)
+        splits = kernel.splits(tiles, n_blocks, sms, decode, packed, blocks)
         extra = kernel.extra_kernels(batch, kv_heads, splits, decode, packed)
         occupancy = np.where(decode, float(kernel.split_ctas_per_sm), 1.0)
     return AttentionPlan(tiles, splits, rows, blocks, per_block, packed, occupancy, extra, decode)
