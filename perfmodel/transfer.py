@@ -39,10 +39,10 @@ from typing import Any, Callable, Sequence
 
 from perfmodel.specs.hardware import Efficiency, Hardware
 
-#: The attention kernel family the serving stack runs on each architecture (vLLM's defaults): FlashAttention-2 on
-#: Ampere and Ada, FlashAttention-3 on Hopper, FlashInfer calling TensorRT-LLM's kernels on Blackwell.
-ATTENTION_KERNELS = {"ampere": "fa2", "ada": "fa2", "hopper": "fa3", "blackwell": "trtllm",
-                     "blackwell-ultra": "trtllm"}
+#: The attention kernel family the serving stack runs on each SM version (vLLM's defaults): FlashAttention-2 on
+#: Ampere, Ada and the GB202 graphics SM, FlashAttention-3 on Hopper, FlashInfer calling TensorRT-LLM's kernels on
+#: datacenter Blackwell.
+ATTENTION_KERNELS = {80: "fa2", 86: "fa2", 89: "fa2", 90: "fa3", 100: "trtllm", 103: "trtllm", 120: "fa2"}
 #: Architectures whose devices share calibrations (one SM design, one kernel generation).
 FAMILIES = {"blackwell-ultra": "blackwell"}
 #: The spec figures a calibration depends on: a calibration made for other values of these is carried, not own.
@@ -75,17 +75,28 @@ def figures(hw: Hardware) -> dict[str, float]:
     return {k: fn(hw) for k, fn in FIGURES.items()}
 
 
+def _sm(hw: Hardware) -> int | None:
+    from perfmodel.engines.tiling import sm_version
+
+    return sm_version(hw.compute.architecture, hw.compute.sm_version)
+
+
 def family(hw: Hardware) -> str | None:
+    """The calibration family of ``hw``: its architecture (B300's Blackwell Ultra counted with Blackwell) and SM
+    design (the major SM version: the GB202 graphics SM, sm_120, is not the datacenter sm_100)."""
     arch = hw.compute.architecture
-    return FAMILIES.get(arch, arch) if arch else None
+    if not arch:
+        return None
+    sm = _sm(hw)
+    return f"{FAMILIES.get(arch, arch)}/sm{sm // 10 if sm else '?'}"
 
 
 def attention_kernel(hw: Hardware) -> str:
-    """The attention kernel family of ``hw``: its spec's ``efficiency.attention_kernel`` when written, else its
-    architecture's (:data:`ATTENTION_KERNELS`), else FlashAttention-2."""
+    """The attention kernel family of ``hw``: its spec's ``efficiency.attention_kernel`` when written, else its SM
+    version's (:data:`ATTENTION_KERNELS`), else FlashAttention-2."""
     if "attention_kernel" in hw.efficiency.model_fields_set:
         return hw.efficiency.attention_kernel
-    return ATTENTION_KERNELS.get(hw.compute.architecture or "", "fa2")
+    return ATTENTION_KERNELS.get(_sm(hw) or 0, "fa2")
 
 
 def _latency(fig: dict[str, float]) -> float:

@@ -85,7 +85,7 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
                                     hbm_bw=main.bandwidth, hbm_bytes=hbm_b,
                                     latency=np.where(hbm_b > 0, main.latency, l2.latency),
                                     store_latency=l2.latency, reduce_s=eff.launch_s + l2.latency, smem_bytes=smem,
-                                    sharing=tiling.operand_sharing(hw.compute.architecture))
+                                    sharing=tiling.operand_sharing(hw.compute.architecture, hw.compute.sm_version))
             c = plan.compute_s + vec
             l2_time = np.maximum(plan.l2_s, level_time[l2.name][i] if l2.name != main.name else 0.0)
             level_time[l2.name][i] = l2_time

@@ -155,7 +155,7 @@ def gemm_kernel(op: Op, hw: Hardware, shapes=tiling.GEMM_TILES, splits=tiling.SP
                             latency=srv.latency_s, store_latency=levels[0].latency,
                             reduce_s=eff.launch_s + levels[0].latency, smem_bytes=analytic.smem_per_sm(hw),
                             shapes=shapes, splits=splits,
-                            sharing=tiling.operand_sharing(hw.compute.architecture))
+                            sharing=tiling.operand_sharing(hw.compute.architecture, hw.compute.sm_version))
     tiles = int(plan.tiles)
     total = dict(srv.level_bytes)
     total[first] = max(total[first], float(plan.l2_bytes))

@@ -50,17 +50,25 @@ GEMM_STAGES = 4
 MAX_OCCUPANCY = 16
 
 
-# Operand sharing inside a thread-block cluster, per architecture (CUTLASS's kernel schedules): on Hopper (sm90)
-# GEMMs run in 2x1 clusters whose TMA multicast loads each B panel once for the two CTAs; on Blackwell (sm100)
-# a CTA pair runs one 2-SM MMA (tcgen05 cta_group::2) over a 256-row tile, each CTA loading half of the shared
-# operand, inside clusters that multicast the other: both operands reach L2 once per two CTAs. Ampere and Ada
-# (sm80/sm89, mma.sync) have no clusters. Values: (A panels, B panels) loaded per CTA, as fractions.
-GEMM_OPERAND_SHARING = {"hopper": (1.0, 0.5), "blackwell": (0.5, 0.5), "blackwell-ultra": (0.5, 0.5)}
+#: The SM version of each architecture name, for specs that give no ``compute.sm_version``.
+DEFAULT_SM = {"ampere": 80, "ada": 89, "hopper": 90, "blackwell": 100, "blackwell-ultra": 103}
+# Operand sharing inside a thread-block cluster, per SM version (CUTLASS's kernel schedules): on Hopper (sm_90)
+# GEMMs run in 2x1 clusters whose TMA multicast loads each B panel once for the two CTAs; on datacenter Blackwell
+# (sm_100, sm_103) a CTA pair runs one 2-SM MMA (tcgen05 cta_group::2) over a 256-row tile, each CTA loading half
+# of the shared operand, inside clusters that multicast the other: both operands reach L2 once per two CTAs.
+# Ampere, Ada and the GB202 graphics SM (sm_8x, sm_120: mma.sync, no 2-SM MMA) load their own panels.
+# Values: (A panels, B panels) loaded per CTA, as fractions.
+GEMM_OPERAND_SHARING = {90: (1.0, 0.5), 100: (0.5, 0.5), 103: (0.5, 0.5)}
 
 
-def operand_sharing(architecture: str | None) -> tuple[float, float]:
-    """(A, B) panel fractions one CTA loads through L2 on ``architecture`` (:data:`GEMM_OPERAND_SHARING`)."""
-    return GEMM_OPERAND_SHARING.get(architecture or "", (1.0, 1.0))
+def sm_version(architecture: str | None, sm: int | None = None) -> int | None:
+    """The SM version that picks a device's kernels: its spec's ``compute.sm_version``, else its architecture's."""
+    return sm if sm else DEFAULT_SM.get(architecture or "")
+
+
+def operand_sharing(architecture: str | None, sm: int | None = None) -> tuple[float, float]:
+    """(A, B) panel fractions one CTA loads through L2 (:data:`GEMM_OPERAND_SHARING`)."""
+    return GEMM_OPERAND_SHARING.get(sm_version(architecture, sm) or 0, (1.0, 1.0))
 
 
 def shape_efficiency(tm: int, tn: int) -> float:

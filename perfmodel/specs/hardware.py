@@ -29,7 +29,14 @@ class Compute(Spec):
         None, description="architecture generation (ampere, ada, hopper, blackwell, blackwell-ultra, cdna3, x86, "
                           "...): devices of one generation share kernels and calibrated efficiencies "
                           "(perfmodel/transfer.py)")
+    sm_version: PositiveInt | None = Field(
+        None, description="CUDA SM version, compute capability x 10 (80 A100, 86 GA102, 89 Ada, 90 Hopper, 100 "
+                          "B200/GB200, 103 B300, 120 GB202); selects the per-SM rates the peaks are checked against "
+                          "(perfmodel/specs/sanity.py); default: the architecture's datacenter SM")
     clock_hz: PositiveFloat = Field(description="clock at which the peaks below are quoted (Hz)")
+    boost_clock_hz: PositiveFloat | None = Field(
+        None, description="maximum clock, where the vendor quotes the vector (CUDA-core) peaks at it and the tensor "
+                          "peaks at the lower `clock_hz` (H100 SXM: 1.98 vs 1.83 GHz) (Hz); default: clock_hz")
     tensor_flops: dict[DType, PositiveFloat] = Field(
         default_factory=dict, description="dense matrix-unit peak per dtype (FLOP/s, no sparsity)")
     vector_flops: dict[DType, PositiveFloat] = Field(
@@ -161,7 +168,9 @@ class Hardware(Spec):
         description="levels ordered from nearest (shared memory / L1) to farthest (HBM / DRAM); the last is main memory")
     interconnect: dict[str, Link] = Field(default_factory=dict, description="links by name (nvlink, pcie, xgmi)")
     power: Power | None = None
-    price_per_hour_usd: PositiveFloat | None = Field(None, description="typical rental price per device-hour (USD)")
+    price_per_hour_usd: PositiveFloat | None = Field(
+        None, description="rental price per device-hour (USD), one GPU (not a node); cite provider and date under "
+                          "the `price` key of `sources`")
     efficiency: Efficiency = Field(default_factory=Efficiency)
 
     @model_validator(mode="after")
@@ -243,6 +252,9 @@ def load_hardware(name_or_path: str | Path, overrides: dict[str, Any] | None = N
         hw = validate(Hardware, data, f"hardware {name_or_path.name} (--set)")
     else:
         hw = load_spec(Hardware, "hardware", name_or_path, overrides)
+        from perfmodel.specs.sanity import hardware_findings, warn_findings
+
+        warn_findings(hardware_findings(hw), f"hardware {hw.name}")
     if not resolve_efficiency:
         return hw
     from perfmodel.transfer import resolve
