@@ -5,8 +5,9 @@ Most devices a user asks about have never been measured here. Like a tailor who 
 is asked for a suit for someone he has only a description of, the rule keeps what the measured devices have in
 common in units that do not depend on the device's size or speed, and re-applies it to the new description:
 
-- fractions of a peak stay fractions (``tensor``, ``attention_tensor``, ``vector``, the memory levels'
-  achievable fraction, by role: the first cache and main memory);
+- fractions of a peak stay fractions (``tensor``, ``vector``, the memory levels' achievable fraction, by role:
+  the first cache and main memory); the attention mainloop's tensor fraction is kept relative to the GEMMs'
+  (a device whose clock under load sits below its datasheet's slows both alike);
 - the fixed costs of launching kernels and of an attention call stay seconds (the software stack's);
 - the serial time of an attention tile is counted in main-memory round trips (a chain of dependent loads),
   re-applied with the new device's latency;
@@ -56,7 +57,7 @@ FIGURES: dict[str, Callable[[Hardware], float]] = {
     "cache_latency_s": lambda hw: float(hw.memory[_cache(hw)].latency_s or 0.0),
 }
 #: Normalised values tied to the attention kernel family rather than to the device.
-FAMILY_FIELDS = ("attention_tensor", "attention_overhead_s", "prefill_attention_overhead_s", "attention_tile_rt",
+FAMILY_FIELDS = ("attention_tensor_rel", "attention_overhead_s", "prefill_attention_overhead_s", "attention_tile_rt",
                  "prefill_attention_tile_rt", "attention_cta_inflight_bytes")
 #: Efficiency fields the rule never carries (settings, not measurements).
 SETTINGS = ("attention_kernel", "note", "calibrated_for")
@@ -123,8 +124,8 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
                            "attention_overhead_s": e.attention_overhead_s,
                            "prefill_attention_overhead_s": e.prefill_attention_overhead_s,
                            "memory_cache": e.memory_fraction(_cache(hw)), "memory_main": e.memory_fraction(hw.main_memory)}
-    if e.attention_tensor is not None:
-        v["attention_tensor"] = e.attention_tensor
+    if e.attention_tensor is not None:  # relative to the GEMM's: a clock held below the datasheet's slows both
+        v["attention_tensor_rel"] = e.attention_tensor / e.tensor
     if e.attention_tile_s is not None:
         v["attention_tile_rt"] = e.attention_tile_s / lat
     if e.prefill_attention_tile_s is not None:
@@ -139,10 +140,11 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
     schema's defaults)."""
     lat = _latency(figures(hw))
     out: dict[str, Any] = {"attention_kernel": kernel, "note": note}
-    for key in ("tensor", "vector", "launch_s", "attention_overhead_s", "prefill_attention_overhead_s",
-                "attention_tensor"):
+    for key in ("tensor", "vector", "launch_s", "attention_overhead_s", "prefill_attention_overhead_s"):
         if key in values:
             out[key] = values[key]
+    if "attention_tensor_rel" in values:
+        out["attention_tensor"] = min(1.0, values["attention_tensor_rel"] * values.get("tensor", 0.8))
     memory = {}
     if "memory_cache" in values:
         memory[_cache(hw)] = values["memory_cache"]

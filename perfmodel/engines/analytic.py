@@ -159,7 +159,9 @@ def attention_terms(op: Op, hw: Hardware):
     plan = tiling.attention_plan(sh["batch"], sh["q_len"], sh["kv_len"], sh["heads"], sh["kv_heads"],
                                  sh["head_dim"], sms=hw.compute.units, kernel=kernel)
     exps = tiling.softmax_exps(sh["batch"], sh["heads"], sh["pairs"])
-    rate = tiling.exp_rate(hw.compute.peak_flops("fp32", "vector") * hw.efficiency.vector)
+    clock = hw.compute.boost_clock_hz or hw.compute.clock_hz
+    rate = tiling.softmax_rate(hw.compute.units, clock, hw.compute.peak_flops("fp32", "vector"),
+                               tiling.sm_version(hw.compute.architecture, hw.compute.sm_version))
     work = tiling.attention_work(np.asarray(op.flops, dtype=float), exps, peak=tensor_rate(op, hw),
                                  exp_per_s=rate, kernel=kernel)
     return plan, work, kernel

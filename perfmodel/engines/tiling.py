@@ -220,10 +220,27 @@ def softmax_exps(batch: Any, heads: Any, pairs: Any) -> Any:
     return batch * heads * pairs
 
 
+#: Exponentials per clock per SM of the special-function units (CUDA C Programming Guide, arithmetic instruction
+#: throughput: 16 for compute capability 8.x-10.0 and 12.0); Blackwell Ultra (sm_103) doubles them (NVIDIA's
+#: "Inside Blackwell Ultra": 10.7 tera-exponentials per second against B200's 5).
+SFU_EXPS_PER_CLOCK = {103: 32}
+SFU_DEFAULT_EXPS_PER_CLOCK = 16
+#: FP32 operations per score besides its exponential in an online softmax: the running max, the scale-and-subtract
+#: FMA, the row sum and the conversion of P to bf16 for the second matmul.
+SOFTMAX_FP32_OPS = 4
+
+
+def softmax_rate(units: int, clock_hz: float, vector_fp32_flops: float, sm: int | None = None) -> float:
+    """Scores per second an online softmax gets through on the whole GPU: one exponential each on the
+    special-function units (:data:`SFU_EXPS_PER_CLOCK` per SM per clock) and :data:`SOFTMAX_FP32_OPS` FP32
+    operations on the FMA units (at the fp32 vector peak), one after the other in a warp."""
+    sfu = units * clock_hz * SFU_EXPS_PER_CLOCK.get(sm or 0, SFU_DEFAULT_EXPS_PER_CLOCK)
+    return 1.0 / (1.0 / sfu + SOFTMAX_FP32_OPS / vector_fp32_flops)
+
+
 def exp_rate(vector_fp32_flops: float) -> float:
-    """Exponentials per second: the special-function units issue 16 per clock per SM, against 128 FP32 lanes
-    (2 FLOPs each per FMA) on Ampere/Hopper SMs (CUDA C Programming Guide, arithmetic instruction
-    throughput table): fp32 vector FLOP/s / 16."""
+    """Exponentials per second of a device without a special-function-unit figure: fp32 vector FLOP/s / 16 (the
+    SFUs issue 16 per clock per SM against 128 FP32 lanes of 2 FLOPs on Ampere/Hopper SMs)."""
     return vector_fp32_flops / 16.0
 
 
