@@ -12,7 +12,9 @@ common in units that do not depend on the device's size or speed, and re-applies
 - the serial time of an attention tile is counted in main-memory round trips (a chain of dependent loads),
   re-applied with the new device's latency;
 - the bandwidth one attention CTA sustains is counted as bytes in flight (Little's law: bandwidth × latency),
-  re-applied with the new device's latency.
+  re-applied with the new device's latency;
+- the energy per FLOP that sets where the power limiter slows long kernels stays joules, but only between
+  siblings (:data:`SIBLING_ONLY`).
 
 The rule, in order (:func:`resolve`):
 
@@ -59,6 +61,10 @@ FIGURES: dict[str, Callable[[Hardware], float]] = {
 #: Normalised values tied to the attention kernel family rather than to the device.
 FAMILY_FIELDS = ("attention_tensor_rel", "attention_overhead_s", "prefill_attention_overhead_s", "attention_tile_rt",
                  "prefill_attention_tile_rt", "attention_cta_inflight_bytes")
+#: Normalised values carried only between siblings: the energy per FLOP is a property of one SM design, board
+#: and cooling (fit: H100 never reaches its 700 W on GEMMs, L40S and GB200 do at different energies per FLOP), so
+#: another design's would invent or hide a power limit.
+SIBLING_ONLY = ("energy_per_flop_j", "power_window_s")
 #: Efficiency fields the rule never carries (settings, not measurements).
 SETTINGS = ("attention_kernel", "note", "calibrated_for")
 
@@ -132,6 +138,9 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
         v["prefill_attention_tile_rt"] = e.prefill_attention_tile_s / lat
     if e.attention_cta_bytes_per_s is not None:
         v["attention_cta_inflight_bytes"] = e.attention_cta_bytes_per_s * lat
+    if e.energy_per_flop_j is not None:
+        v["energy_per_flop_j"] = e.energy_per_flop_j
+        v["power_window_s"] = e.power_window_s
     return Normalised(v, attention_kernel(hw), hw.name, family(hw))
 
 
@@ -140,7 +149,8 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
     schema's defaults)."""
     lat = _latency(figures(hw))
     out: dict[str, Any] = {"attention_kernel": kernel, "note": note}
-    for key in ("tensor", "vector", "launch_s", "attention_overhead_s", "prefill_attention_overhead_s"):
+    for key in ("tensor", "vector", "launch_s", "attention_overhead_s", "prefill_attention_overhead_s",
+                "energy_per_flop_j", "power_window_s"):
         if key in values:
             out[key] = values[key]
     if "attention_tensor_rel" in values:
@@ -208,6 +218,8 @@ def combine(target: Hardware, sources: Sequence[Hardware]) -> tuple[dict[str, fl
     values: dict[str, float] = {}
     keys = sorted({k for n in norm for k in n.values})
     for key in keys:
+        if key in SIBLING_ONLY and not siblings:
+            continue
         group = same_kernel if (key in FAMILY_FIELDS and same_kernel) else pool
         vals = [n.values[key] for n in group if key in n.values]
         if vals:

@@ -14,6 +14,9 @@ reuse footprint is reconstructed from its ``source``:
   treating the replayed buffers as L2-resident (held-out p90 on A100 35.8% against 45.3%).
 - anything else (whole-model profiles: vidur, LLMServingSim, LLMCompass, ncu): cold, served by main memory.
 
+An aiconfigurator fp8 GEMM row times vLLM's fp8 linear layer with a static activation scale: a quantisation
+kernel of its bf16 input, then the fp8 GEMM writing bf16 (both predicted).
+
 aiconfigurator's attention timings are of vLLM's whole attention call, which also writes the new tokens' keys
 and values into the paged cache (``reshape_and_cache_flash``); such rows are predicted as that cache write
 (an elementwise copy of q_len tokens' K and V, its own kernel) followed by the attention kernel.
@@ -57,7 +60,9 @@ def row_ops(df: pd.DataFrame) -> list[Op]:
     variant = df["variant"].iloc[0] if "variant" in df else ""
     variant = "" if variant is None or (isinstance(variant, float) and math.isnan(variant)) else str(variant)
     if kind == "gemm":
-        op = ops.gemm("gemm", _num(df, "m"), _num(df, "n"), _num(df, "k"), dtype)
+        # fp8 GEMMs (vLLM's scaled_mm) write bf16 outputs
+        op = ops.gemm("gemm", _num(df, "m"), _num(df, "n"), _num(df, "k"), dtype,
+                      out_dtype="bf16" if dtype == "fp8" else None)
     elif kind == "attention":
         causal = df["causal"].astype("boolean").fillna(True).to_numpy(dtype=bool)
         q, kv = _num(df, "q_len"), _num(df, "kv_len")
@@ -87,6 +92,12 @@ def row_ops(df: pd.DataFrame) -> list[Op]:
     source = str(df["source"].iloc[0])
     if source.startswith("perfmodel-measure"):
         return eager_kernels(op, kind, variant, dtype, device=source.split(":")[1], factor=factor)
+    if kind == "gemm" and dtype == "fp8" and df["source"].astype(str).str.startswith("aiconfigurator").all():
+        # vLLM's fp8 linear with a static activation scale quantises its bf16 input first (scaled_fp8_quant,
+        # its own kernel): m·k bf16 read, m·k fp8 written
+        quant = ops.elementwise("input_quant", _num(df, "m"), _num(df, "k"), "bf16", inputs=1, outputs=0.5,
+                                flops_per_element=2, variant="quant")
+        return [op, replace(quant, reuse_bytes=op.reuse_bytes)]
     if kind == "attention" and df["source"].astype(str).str.startswith("aiconfigurator").all():
         tokens = _num(df, "batch") * _num(df, "q_len")
         write = ops.elementwise("kv_cache_write", tokens, 2 * _num(df, "kv_heads") * _num(df, "head_dim"), dtype,

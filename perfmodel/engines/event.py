@@ -32,6 +32,7 @@ import numpy as np
 from perfmodel.engines.analytic import COMPUTE, OVERHEAD, OpTimes
 from perfmodel.engines.event_gpu import (GpuConfig, GroupSpan, Kernel, KernelSpan, TileClass, Timeline,
                                          simulate)
+from perfmodel.engines import tiling
 from perfmodel.engines.cpu import adjust_kernel
 from perfmodel.engines.event_tiling import LINK, gpu_config, kernel_for
 from perfmodel.ops import Op
@@ -77,6 +78,15 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
     n = len(op_list)
     time = np.array([spans[_key(k)].duration for k in kernels])
     compute = np.array([k.total_compute_s() / config.sms for k in kernels])
+    if hw.kind == "gpu" and hw.efficiency.energy_per_flop_j and n:
+        # The power limiter's slow-down of long tensor-core kernels (the analytic engine's rule, charged to compute)
+        is_tensor = np.array([op.unit == "tensor" and op.kind in ("gemm", "attention") for op in op_list])
+        flops = np.array([float(np.asarray(op.flops)) for op in op_list])
+        stretch = np.where(is_tensor, tiling.power_stretch(flops, time, hw.efficiency.energy_per_flop_j,
+                                                            hw.power.tdp_w if hw.power else None,
+                                                            hw.efficiency.power_window_s), 1.0)
+        compute = compute + time * (stretch - 1.0)
+        time = time * stretch
     level_bytes = {name: np.array([k.total_bytes().get(name, 0.0) for k in kernels]) for name in level_names}
     level_time = {name: level_bytes[name] / config.bandwidth_bytes_per_s[name] for name in level_names}
     terms = np.stack([compute, *level_time.values()]) if n else np.zeros((1 + len(level_names), 0))
