@@ -94,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         skipped = [str(w.message) for w in caught if issubclass(w.category, SkippedInput)]
         for message in skipped:
             print(f"perfmodel: note: {message}", file=sys.stderr)
+        if data.empty:
+            raise ValueError(f"{args.path}: no valid row to import"
+                             + (" (every row was dropped, see the notes above)" if skipped else "")
+                             + f"; {args.output} is left as it was")
         if args.append:
             append_rows(args.output, data)
         else:
