@@ -224,12 +224,17 @@ def check_rows(df: pd.DataFrame, where: str = "measurement table") -> tuple[pd.D
     out["causal"] = _to_bool(out["causal"], problems)
     out["measured_s"] = _to_seconds(given["measured_s"], problems)
 
+    flagged: dict[str, pd.Series] = {}  # cells already reported are not reported again as empty
+    for p in problems:
+        flagged[p.column] = flagged[p.column] | p.rows if p.column in flagged else p.rows
     for op, cols in SHAPE_COLUMNS.items():
         rows = (out["op"] == op).fillna(False).astype(bool)
         if not rows.any():
             continue
         for c in cols:
             empty = rows & out[c].isna().astype(bool)
+            if c in flagged:
+                empty &= ~flagged[c]
             if empty.any():
                 problems.append(RowProblem(c, f"is empty in {op} rows", f"a value ({op} rows need {', '.join(cols)})",
                                            empty, out[c]))
