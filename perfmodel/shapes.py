@@ -40,7 +40,8 @@ def bad_counts(values: Any) -> np.ndarray:
     """Mask of the entries of a numeric array (NaN = absent, not checked) that are not sizes."""
     num = np.asarray(values, dtype=float)
     given = ~np.isnan(num)
-    ok = (num >= 1) & (num <= MAX_COUNT) & (np.mod(num, 1) == 0)
+    with np.errstate(invalid="ignore"):  # inf % 1 is NaN: not a whole number, as intended
+        ok = (num >= 1) & (num <= MAX_COUNT) & (np.mod(num, 1) == 0)
     return given & ~ok
 
 
@@ -49,5 +50,6 @@ def bad_heads(heads: Any, kv_heads: Any) -> np.ndarray:
     h = np.asarray(heads, dtype=float)
     kv = np.asarray(kv_heads, dtype=float)
     given = ~np.isnan(h) & ~np.isnan(kv) & (kv >= 1)
-    rem = np.mod(h, np.where(given, kv, 1.0))
+    with np.errstate(invalid="ignore"):
+        rem = np.mod(h, np.where(given, kv, 1.0))
     return given & (rem != 0)

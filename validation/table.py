@@ -243,7 +243,8 @@ def check_rows(df: pd.DataFrame, where: str = "measurement table") -> tuple[pd.D
                        index=out.index)
     if uneven.any():
         problems.append(RowProblem("kv_heads", "does not divide heads", "a divisor of the query heads (each KV "
-                                   "head serves the same number of query heads)", uneven, given.get("kv_heads", out["kv_heads"])))
+                                   "head serves the same number of query heads)", uneven,
+                                   given.get("kv_heads", out["kv_heads"])))
 
     extras = [c for c in out.columns if c not in ALL_COLUMNS]
     return out[list(ALL_COLUMNS) + extras], problems

@@ -18,6 +18,9 @@ sources (PATH is one file or a folder searched recursively):
   llmservingsim   <GPU>/<model>/tp<N>/layers.csv
   ncu             an `ncu --csv --page raw|details` export; shapes from --op/--m/... or --shapes
 
+Rows without a finite positive time, or with a shape the measurement table refuses, are dropped and counted by
+reason in a note; an import with no valid row fails and leaves the output table as it was.
+
 examples:
   perfmodel import aiconfigurator ../shared/data/measured/aiconfigurator -o aic.parquet
   perfmodel import ncu run.csv --op gemm --m 4096 --n 4096 --k 4096 --dtype bf16 --hardware h100-sxm -o t.csv

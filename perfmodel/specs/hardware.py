@@ -69,8 +69,9 @@ class Link(Spec):
     bandwidth_bytes_per_s: PositiveFloat = Field(description="bandwidth per direction (B/s)")
     latency_s: PositiveFloat | None = Field(None, description="one-way latency of a small message (s), if known")
     collective_efficiency: float | None = Field(
-        None, ge=MIN_FRACTION, le=100, description="all-reduce bandwidth reached on large messages as a fraction of a ring over this link "
-                          "(may exceed 1 with in-switch reduction); default: the main-memory efficiency")
+        None, ge=MIN_FRACTION, le=100,
+        description="all-reduce bandwidth reached on large messages as a fraction of a ring over this link "
+                    "(may exceed 1 with in-switch reduction); default: the main-memory efficiency")
     collective_half_size_bytes: float = Field(
         0.0, ge=0, description="message size at which an all-reduce reaches half that bandwidth (bytes)")
     source: str = Field(description="key in `sources` citing these numbers")

@@ -49,6 +49,20 @@ def walk(root: type[BaseModel], loc: tuple) -> tuple[list[str], Any]:
 
     Union member tags (``str``, ``HardwareEntry``) and dict-key markers (``[key]``) are dropped from the path.
     """
+    parts, ann, _ = _walk(root, loc)
+    return parts, ann
+
+
+def _is_tag(item: Any, member: Any) -> bool:
+    """Whether a location item names union member ``member`` (pydantic may wrap the name in a validator tag,
+    e.g. ``function-after[_check(), HardwareEntry]``)."""
+    name = _member_name(member)
+    return isinstance(item, str) and (item == name or item.endswith(f", {name}]"))
+
+
+def _walk(root: type[BaseModel], loc: tuple) -> tuple[list[str], Any, int | None]:
+    """As :func:`walk`, plus the length of the path at the last union member tag dropped (None when none)."""
+    union_at = None
     parts: list[str] = []
     ann: Any = root
     i = 0
@@ -73,14 +87,16 @@ def walk(root: type[BaseModel], loc: tuple) -> tuple[list[str], Any]:
             ann = (get_args(ann) or (Any,))[0]
         elif origin in (Union, types.UnionType):
             members = [a for a in get_args(ann) if a is not type(None)]
-            ann = next((m for m in members if _member_name(m) == item), None)
+            ann = next((m for m in members if _is_tag(item, m)), None)
             if ann is None:  # not a tag after all: keep it
                 parts.append(str(item))
+            else:
+                union_at = len(parts)
         else:
             parts.append(str(item))
             ann = None
         i += 1
-    return parts, ann
+    return parts, ann, union_at
 
 
 def _literal_values(ann: Any) -> list[str]:
@@ -113,7 +129,7 @@ def _number_bound(err: dict, ann: Any) -> str:
     return f"{'an integer' if _unwrap(ann) is int else 'a number'} {text} {shown}"
 
 
-def _expected(root: type[BaseModel], err: dict, path: list[str], ann: Any) -> str:
+def _expected(err: dict, path: list[str], ann: Any) -> str:
     kind = err["type"]
     value = err.get("input")
     ctx = err.get("ctx") or {}
@@ -148,27 +164,46 @@ def _expected(root: type[BaseModel], err: dict, path: list[str], ann: Any) -> st
 
 
 def problems_from(root: type[BaseModel], exc: ValidationError) -> list[Problem]:
-    """Every error of ``exc`` (raised validating ``root``) as a :class:`Problem` in the project's words."""
+    """Every error of ``exc`` (raised validating ``root``) as a :class:`Problem` in the project's words.
+
+    A value that matches no member of a union (``str | HardwareEntry``) is reported once: as the member it was
+    evidently meant to be when it got past that member's type check (its errors are inside it), else as one
+    problem listing what each member expects.
+    """
     problems: list[Problem] = []
     missing: dict[tuple, Problem] = {}
     extra: list[tuple[tuple, str, Any]] = []
+    unions: dict[str, list[tuple[bool, Problem | None]]] = {}
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
-        path, ann = walk(root, loc)
+        path, ann, union_at = _walk(root, loc)
         field = ".".join(path) or "<root>"
         kind = err["type"]
         if kind == "value_error" and isinstance((err.get("ctx") or {}).get("error"), FieldProblems):
             prefix = field + "." if path else ""
-            problems += [Problem(prefix + p.field, p.value, p.expected) for p in err["ctx"]["error"].problems]
-            continue
-        if kind == "missing":
-            missing[loc] = Problem(field, MISSING, "a value (the field is required)")
-            problems.append(missing[loc])
-            continue
-        if kind == "extra_forbidden":
+            found = [Problem(prefix + p.field, p.value, p.expected) for p in err["ctx"]["error"].problems]
+        elif kind == "missing":
+            found = [Problem(field, MISSING, "a value (the field is required)")]
+            missing[loc] = found[0]
+        elif kind == "extra_forbidden":
             extra.append((loc, field, err.get("input")))
+            if union_at is not None:  # an unknown field inside a member: the value was meant as that member
+                unions.setdefault(".".join(path[:union_at]), []).append((True, None))
             continue
-        problems.append(Problem(field, err.get("input"), _expected(root, err, path, ann)))
+        else:
+            found = [Problem(field, err.get("input"), _expected(err, path, ann))]
+        if union_at is not None:
+            unions.setdefault(".".join(path[:union_at]), []).extend(
+                (len(path) > union_at, p) for p in found)
+        problems += found
+    for key, entries in unions.items():  # one report per value that matched no member of a union
+        deeper = [p for inside, p in entries if inside]
+        shallow = [p for inside, p in entries if not inside]
+        drop = shallow if deeper else shallow[1:]
+        if not deeper and shallow:
+            expected = " or ".join(dict.fromkeys(p.expected for p in shallow))
+            problems[problems.index(shallow[0])] = Problem(key, shallow[0].value, expected)
+        problems = [p for p in problems if not any(p is d for d in drop)]
     for loc, field, value in extra:
         options = _field_names(root, loc[:-1])
         name = str(loc[-1])
