@@ -47,11 +47,23 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user's mistake (a ``ValueError`` naming the input, or a file that cannot be read or
     written) is one message on stderr and exit status 2, never a traceback."""
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    default_show = warnings.showwarning
+
+    def note(message, category, filename, lineno, file=None, line=None):
+        # perfmodel's own warnings (a dropped row, a torn line) are notes for the user, not code locations
+        if getattr(category, "__module__", "").startswith("perfmodel"):
+            print(f"perfmodel: note: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = note
     try:
         return int(args.func(args) or 0)
     except ValueError as exc:  # SpecError, UnknownNameError and every entry point's input check
@@ -66,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("perfmodel: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = default_show
 
 
 if __name__ == "__main__":
