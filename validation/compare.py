@@ -178,7 +178,8 @@ def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, e
         res["bytes"] = np.broadcast_to(np.asarray(op.bytes, dtype=float), (len(df),))
         res["predicted_hardware"] = hw.name
         out.append(res)
-    res = pd.concat(out).sort_index() if out else table.assign(predicted_s=[], bound=[])
+    res = pd.concat(out).sort_index() if out else table.assign(predicted_s=np.nan, bound=None, flops=np.nan,
+                                                               bytes=np.nan, predicted_hardware=None)
     res["ape_pct"] = (res.predicted_s / res.measured_s - 1).abs() * 100
     return res
 
@@ -271,7 +272,10 @@ def scatter_figure(pred: pd.DataFrame, title: str = ""):
 
 
 def save_figure(fig, path) -> None:
+    """Write ``fig`` as a PNG at ``path`` (atomically) and close it."""
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=110)
+    from perfmodel.files import write_atomic
+
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

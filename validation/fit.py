@@ -217,7 +217,7 @@ def efficiency_block(hw: Hardware, report: dict[str, Any]) -> str:
     block: dict[str, Any] = {"attention_kernel": eff.attention_kernel, "tensor": round(e["tensor"], 3),
                              "memory": {cache: round(e["l2"], 3), hw.main_memory: round(e["hbm"], 3)}}
     for name in ("launch_s", "attention_overhead_s", "attention_tile_s", "prefill_attention_overhead_s"):
-        block[name] = float(f"{e[name]:.4g}")
+        block[name] = float(f"{e[name]:.4g}") if e[name] >= 1e-12 else 0.0  # below a picosecond: the bound, 0
     optional = {"attention_cta_bytes_per_s": "attn_decode_single", "prefill_attention_tile_s": "attn_prefill_wide",
                 "attention_tensor": "attn_prefill_long", "energy_per_flop_j": "gemm_large",
                 "loaded_latency": "gemv_stream",

@@ -8,16 +8,21 @@ Every group cites its numbers through ``source``, a key of the top-level ``sourc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
+from perfmodel.errors import FieldProblems, Problem
 from perfmodel.specs.base import Spec, catalog_names, load_spec
 
 DType = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]
 DTYPES: tuple[str, ...] = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 
-Fraction = float
+#: an achievable fraction of a peak: in (0, 1], and at least a millionth (below that the peak itself is wrong)
+MIN_FRACTION = 1e-6
+Fraction = Annotated[float, Field(ge=MIN_FRACTION, le=1)]
+#: a time, a count or a size that must be finite and >= 0
+NonNegative = Annotated[float, Field(ge=0)]
 
 
 class Compute(Spec):
@@ -78,9 +83,10 @@ class Link(Spec):
 
     bandwidth_bytes_per_s: PositiveFloat = Field(description="bandwidth per direction (B/s)")
     latency_s: PositiveFloat | None = Field(None, description="one-way latency of a small message (s), if known")
-    collective_efficiency: PositiveFloat | None = Field(
-        None, description="all-reduce bandwidth reached on large messages as a fraction of a ring over this link "
-                          "(may exceed 1 with in-switch reduction); default: the main-memory efficiency")
+    collective_efficiency: float | None = Field(
+        None, ge=MIN_FRACTION, le=100,
+        description="all-reduce bandwidth reached on large messages as a fraction of a ring over this link "
+                    "(may exceed 1 with in-switch reduction); default: the main-memory efficiency")
     collective_half_size_bytes: float = Field(
         0.0, ge=0, description="message size at which an all-reduce reaches half that bandwidth (bytes)")
     source: str = Field(description="key in `sources` citing these numbers")
@@ -94,10 +100,11 @@ class Power(Spec):
 class Efficiency(Spec):
     """Achievable fraction of each peak, and fixed per-kernel costs; filled by calibration."""
 
-    tensor: float = Field(0.8, gt=0, le=1, description="achievable fraction of the tensor peak on large matmuls")
-    vector: float = Field(0.7, gt=0, le=1, description="achievable fraction of the vector peak")
-    memory: dict[str, float] = Field(
-        default_factory=dict, description="achievable fraction of each memory level's bandwidth (default 0.8)")
+    tensor: float = Field(0.8, ge=MIN_FRACTION, le=1, description="achievable fraction of the tensor peak on large matmuls")
+    vector: float = Field(0.7, ge=MIN_FRACTION, le=1, description="achievable fraction of the vector peak")
+    memory: dict[str, Fraction] = Field(
+        default_factory=dict, description="achievable fraction of each memory level's bandwidth, in (0, 1] "
+                                          "(default 0.8)")
     launch_s: float = Field(4e-6, ge=0, description="fixed cost per kernel: launch plus ramp-up and tail (s)")
     attention_overhead_s: float = Field(
         0.0, ge=0, description="extra fixed cost of an attention call beyond one launch (cache write, split-KV combine, metadata) (s)")
@@ -110,7 +117,7 @@ class Efficiency(Spec):
         None, gt=0, description="bandwidth one decode-attention CTA sustains (bytes in flight / latency); "
                                 "default: no limit below the memory level's (B/s)")
     attention_tensor: float | None = Field(
-        None, gt=0, le=1, description="achievable fraction of the tensor peak in a flash-attention mainloop "
+        None, ge=MIN_FRACTION, le=1, description="achievable fraction of the tensor peak in a flash-attention mainloop "
                                       "(default: the GEMM one, `tensor`)")
     prefill_attention_tile_s: float | None = Field(
         None, ge=0, description="serial time of one prefill-attention tile (load Q, set up the K/V pipeline, "
@@ -121,7 +128,7 @@ class Efficiency(Spec):
                            "Ada) tiles 64 query rows per head; 'trtllm' (TensorRT-LLM's kernels through FlashInfer, "
                            "Blackwell) groups up to 8/16/32 heads per decode CTA (perfmodel/engines/tiling.py, "
                            "FlashKernel); default: the architecture's (perfmodel/transfer.py)")
-    gemm_half_rows: dict[str, float] = Field(
+    gemm_half_rows: dict[str, NonNegative] = Field(
         default_factory=dict, description="CPU only, per dtype: rows m at which a matmul of m rows reaches half its "
                                           "large-matmul rate (Hockney's half-performance length: rate = "
                                           "peak·m/(m + m½)); a dtype not listed takes fp32's; default: no small-m "
@@ -178,8 +185,9 @@ class Hardware(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "Hardware":
+        problems = []
         if not self.memory:
-            raise ValueError("at least one memory level under `memory`")
+            problems.append(Problem("memory", self.memory, "at least one memory level"))
         cited = [("compute.source", self.compute.source)]
         cited += [(f"memory.{k}.source", v.source) for k, v in self.memory.items()]
         cited += [(f"interconnect.{k}.source", v.source) for k, v in self.interconnect.items()]
@@ -187,12 +195,15 @@ class Hardware(Spec):
             cited.append(("power.source", self.power.source))
         for where, key in cited:
             if key not in self.sources:
-                raise ValueError(f"{where} = {key!r} to be a key of `sources` ({', '.join(sorted(self.sources))})")
+                problems.append(Problem(where, key, f"a key of `sources` ({', '.join(sorted(self.sources))})"))
         for level in self.efficiency.memory:
             if level not in self.memory:
-                raise ValueError(f"efficiency.memory.{level} to name a memory level ({', '.join(self.memory)})")
+                problems.append(Problem(f"efficiency.memory.{level}", self.efficiency.memory[level],
+                                        f"a memory level's name as the key ({level!r} is not one of {', '.join(self.memory)})"))
         if not self.compute.vector_flops:
-            raise ValueError("compute.vector_flops to list at least one dtype")
+            problems.append(Problem("compute.vector_flops", self.compute.vector_flops, "at least one dtype"))
+        if problems:
+            raise FieldProblems(problems)
         return self
 
     # -- derived quantities -------------------------------------------------------------------------------
