@@ -171,36 +171,41 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     k = np.asarray(k, dtype=float)
     shape = np.broadcast_shapes(m.shape, n.shape, k.shape, np.shape(hbm_bytes), np.shape(latency),
                                 np.shape(hbm_bw))
-    per_sm = peak / sms
-    best: dict[str, Any] | None = None
-    for tm, tn in shapes:
-        eff = shape_efficiency(tm, tn)
-        occ = gemm_occupancy(tm, tn, a_bytes, w_bytes, smem_bytes)
-        for s in splits:
-            tiles = np.ceil(m / tm) * np.ceil(n / tn) * s
-            ks = np.ceil(k / s)
-            tile_c = 2.0 * tm * tn * ks / (per_sm * eff)
-            floor = gemm_pipeline_time(ks, latency)
-            epi = gemm_epilogue_time(tm, tn, 4.0 if s > 1 else o_bytes, l2_bw / sms, store_latency)
-            waves, compute = waves_time(tiles, sms, occ, tile_c, floor, epi)
-            l2b = tiles * (tm * a_bytes * sharing[0] + tn * w_bytes * sharing[1]) * ks + m * n * o_bytes
-            partials = m * n * 4.0 * s if s > 1 else 0.0 * m
-            hbm = (hbm_bytes + partials) / hbm_bw
-            # split-K's reduction is a second kernel, after the first: it reads the partials and writes C
-            red = reduce_s + (partials + m * n * o_bytes) / hbm_bw if s > 1 else 0.0 * m
-            t = np.maximum(np.maximum(waves, l2b / l2_bw), hbm) + red
-            cand = {"tm": tm, "tn": tn, "split": s, "tiles": tiles, "occupancy": occ, "tile_compute_s": tile_c,
-                    "tile_floor_s": floor, "tile_epilogue_s": epi, "l2_bytes": l2b, "partial_bytes": partials,
-                    "reduce_s": red, "time": t, "compute_s": compute, "l2_s": l2b / l2_bw}
-            if best is None:
-                best = {key: np.broadcast_to(np.asarray(v, dtype=float), shape).copy() for key, v in cand.items()}
-                continue
-            better = t < best["time"]
-            for key, v in cand.items():
-                best[key] = np.where(better, v, best[key])
-    if best is None:
+    cands = [(tm, tn, s) for tm, tn in shapes for s in splits]
+    if not cands:
         raise ValueError(f"GEMM plan: no tile shape to choose from (shapes={shapes!r}, splits={splits!r})")
-    return GemmPlan(**best)
+    # Every candidate at once, along a leading axis (the candidates' constants are columns of shape (C, 1, ...)).
+    col = (-1,) + (1,) * len(shape)
+    tm = np.array([c[0] for c in cands], dtype=float).reshape(col)
+    tn = np.array([c[1] for c in cands], dtype=float).reshape(col)
+    s = np.array([c[2] for c in cands], dtype=float).reshape(col)
+    eff = np.array([shape_efficiency(c[0], c[1]) for c in cands]).reshape(col)
+    occ = np.array([gemm_occupancy(c[0], c[1], a_bytes, w_bytes, smem_bytes) for c in cands],
+                   dtype=float).reshape(col)
+    split = s > 1
+    tiles = np.ceil(m / tm) * np.ceil(n / tn) * s
+    ks = np.ceil(k / s)
+    tile_c = 2.0 * tm * tn * ks / (peak / sms * eff)
+    floor = gemm_pipeline_time(ks, latency)
+    epi = tm * tn * np.where(split, 4.0, o_bytes) / (l2_bw / sms) + np.asarray(store_latency, dtype=float)
+    waves, compute = waves_time(tiles, sms, occ, tile_c, floor, epi)
+    l2b = tiles * (tm * a_bytes * sharing[0] + tn * w_bytes * sharing[1]) * ks + m * n * o_bytes
+    partials = np.where(split, m * n * 4.0 * s, 0.0)
+    hbm = (hbm_bytes + partials) / hbm_bw
+    # split-K's reduction is a second kernel, after the first: it reads the partials and writes C
+    red = np.where(split, reduce_s + (partials + m * n * o_bytes) / hbm_bw, 0.0)
+    t = np.maximum(np.maximum(waves, l2b / l2_bw), hbm) + red
+    t = np.broadcast_to(t, (len(cands),) + shape)
+    pick = np.argmin(t, axis=0)[None]  # the first fastest, as a strict "<" scan over the candidates picks it
+
+    def chosen(v: Any) -> Any:
+        v = np.broadcast_to(np.asarray(v, dtype=float), (len(cands),) + shape)
+        return np.take_along_axis(v, pick, axis=0)[0]
+
+    return GemmPlan(tm=chosen(tm), tn=chosen(tn), split=chosen(s), tiles=chosen(tiles), occupancy=chosen(occ),
+                    tile_compute_s=chosen(tile_c), tile_floor_s=chosen(floor), tile_epilogue_s=chosen(epi),
+                    l2_bytes=chosen(l2b), partial_bytes=chosen(partials), reduce_s=chosen(red), time=chosen(t),
+                    compute_s=chosen(compute), l2_s=chosen(l2b / l2_bw))
 
 
 def gemm_time(m: Any, n: Any, k: Any, **kw: Any) -> tuple[Any, Any, Any, Any]:
@@ -362,13 +367,14 @@ def num_splits_heuristic(tiles: Any, n_blocks: Any, slots: float, min_blocks: fl
     min(128, slots, key blocks). Evaluated once per distinct (tiles, key blocks) pair of a sweep grid."""
     tiles = np.asarray(tiles, dtype=float)
     n_blocks = np.maximum(np.asarray(n_blocks, dtype=float), 1.0)
-    tiles, n_blocks = np.broadcast_arrays(tiles, n_blocks)
-    if tiles.ndim == 0:
+    if tiles.ndim == 0 and n_blocks.ndim == 0:
         return _num_splits_unique(tiles, n_blocks, slots, min_blocks)
-    pairs = np.stack([tiles.ravel(), n_blocks.ravel()], axis=1)
-    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    splits = _num_splits_unique(unique[:, 0], unique[:, 1], slots, min_blocks)
-    return splits[inverse.reshape(-1)].reshape(tiles.shape)
+    # A table over the distinct values of each argument (each on its own axes of a sweep grid), then looked up
+    # at every point: the tiles vary with the batch, the key blocks with the context.
+    ut, ti = np.unique(tiles, return_inverse=True)
+    un, ni = np.unique(n_blocks, return_inverse=True)
+    table = _num_splits_unique(ut[:, None], un[None, :], slots, min_blocks)
+    return table[ti.reshape(tiles.shape), ni.reshape(n_blocks.shape)]
 
 
 def softmax_overlap(matmul_s: Any, exp_s: Any, kernel: FlashKernel | None) -> Any:
