@@ -127,7 +127,6 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
     fig = fig or figures(hw)
     lat = _latency(fig)
     v: dict[str, float] = {"tensor": e.tensor, "vector": e.vector, "launch_s": e.launch_s,
-                           "loaded_latency": e.loaded_latency,
                            "attention_overhead_s": e.attention_overhead_s,
                            "prefill_attention_overhead_s": e.prefill_attention_overhead_s,
                            "memory_cache": e.memory_fraction(_cache(hw)), "memory_main": e.memory_fraction(hw.main_memory)}
@@ -151,7 +150,7 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
     lat = _latency(figures(hw))
     out: dict[str, Any] = {"attention_kernel": kernel, "note": note}
     for key in ("tensor", "vector", "launch_s", "attention_overhead_s", "prefill_attention_overhead_s",
-                "energy_per_flop_j", "power_window_s", "loaded_latency"):
+                "energy_per_flop_j", "power_window_s"):
         if key in values:
             out[key] = values[key]
     if "attention_tensor_rel" in values:

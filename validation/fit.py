@@ -125,7 +125,6 @@ GPU_PARAMS = (
          default=lambda hw: hw.efficiency.attention_tile_s or 4 * (hw.memory[hw.main_memory].latency_s or 5e-7)),
     _eff("attention_tensor", 0.2, 1.0, 0.1, default=lambda hw: hw.efficiency.tensor),
     _eff("energy_per_flop_j", 0.05e-12, 20e-12, 0.1e-12, default=lambda hw: 0.5e-12),
-    _eff("loaded_latency", 0.5, 10.0, 0.5),
     _eff("power_window_s", 0.05e-3, 10e-3, 0.1e-3),
 )
 CPU_PARAMS = (
@@ -248,7 +247,6 @@ def efficiency_block(hw: Hardware, report: dict[str, Any]) -> str:
         block[name] = float(f"{e[name]:.4g}") if e[name] >= 1e-12 else 0.0  # below a picosecond: the bound, 0
     optional = {"attention_cta_bytes_per_s": "attn_decode_single", "prefill_attention_tile_s": "attn_prefill_wide",
                 "attention_tensor": "attn_prefill_long", "energy_per_flop_j": "gemm_large",
-                "loaded_latency": "gemv_stream",
                 "power_window_s": "gemm_large"}
     for name, subset in optional.items():
         if counts.get(subset):

@@ -83,7 +83,7 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
             plan = tiling.gemm_plan(sh["m"], sh["n"], sh["k"], a_bytes=sh["a_bytes"], w_bytes=sh["w_bytes"],
                                     o_bytes=sh["o_bytes"], sms=sms, peak=tensor_rate(op, hw), l2_bw=l2.bandwidth,
                                     hbm_bw=main.bandwidth, hbm_bytes=hbm_b,
-                                    latency=np.where(hbm_b > 0, main.latency, l2.latency) * eff.loaded_latency,
+                                    latency=np.where(hbm_b > 0, main.latency, l2.latency),
                                     store_latency=l2.latency, reduce_s=eff.launch_s + l2.latency, smem_bytes=smem,
                                     sharing=tiling.operand_sharing(hw.compute.architecture, hw.compute.sm_version))
             c = plan.compute_s + vec

@@ -152,7 +152,7 @@ def gemm_kernel(op: Op, hw: Hardware, shapes=tiling.GEMM_TILES, splits=tiling.SP
                             o_bytes=float(sh["o_bytes"]), sms=sms, peak=analytic.tensor_rate(op, hw),
                             l2_bw=config.bandwidth_bytes_per_s[first], hbm_bw=config.bandwidth_bytes_per_s[main],
                             hbm_bytes=srv.level_bytes.get(main, 0.0) if srv.level_bytes.get(main) else 0.0,
-                            latency=srv.latency_s * eff.loaded_latency, store_latency=levels[0].latency,
+                            latency=srv.latency_s, store_latency=levels[0].latency,
                             reduce_s=eff.launch_s + levels[0].latency, smem_bytes=analytic.smem_per_sm(hw),
                             shapes=shapes, splits=splits,
                             sharing=tiling.operand_sharing(hw.compute.architecture, hw.compute.sm_version))

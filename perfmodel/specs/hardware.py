@@ -141,9 +141,6 @@ class Efficiency(Spec):
         None, gt=0, description="CPU only: bytes per second of first touch of a fresh allocation above the C "
                                 "allocator's mmap threshold (page faults + zeroing), charged to ops that write a "
                                 "fresh allocation (shape['fresh_output']); default: not charged")
-    loaded_latency: float = Field(
-        1.0, gt=0, le=20, description="round trip a GEMM's K loop waits for under load, as a multiple of the "
-                                      "serving level's idle load-to-use latency (pointer chase)")
     energy_per_flop_j: float | None = Field(
         None, gt=0, description="energy (J) per tensor FLOP at the attainable rate, idle power included: a kernel "
                                 "whose FLOP rate x this exceeds power.tdp_w is slowed to the TDP once the power "
