@@ -46,6 +46,11 @@ from perfmodel.specs.hardware import Efficiency, Hardware
 #: Ampere, Ada and the GB202 graphics SM, FlashAttention-3 on Hopper, FlashInfer calling TensorRT-LLM's kernels on
 #: datacenter Blackwell.
 ATTENTION_KERNELS = {80: "fa2", 86: "fa2", 89: "fa2", 90: "fa3", 100: "trtllm", 103: "trtllm", 120: "fa2"}
+#: When no calibrated device runs a device's attention kernel family, the families whose kernels are built alike,
+#: nearest first: FlashAttention-3 and TensorRT-LLM's Blackwell kernels are both warp-specialised, asynchronous
+#: (TMA loads, producer and consumer warps, softmax overlapped with the matmuls) and pack the GQA group into the
+#: query rows; FlashAttention-2 is synchronous.
+KERNEL_LINEAGE = {"fa3": ("trtllm", "fa2"), "trtllm": ("fa3", "fa2"), "fa2": ("fa3", "trtllm")}
 #: Architectures whose devices share calibrations (one SM design, one kernel generation).
 FAMILIES = {"blackwell-ultra": "blackwell"}
 #: The spec figures a calibration depends on: a calibration made for other values of these is carried, not own.
@@ -214,9 +219,15 @@ def combine(target: Hardware, sources: Sequence[Hardware]) -> tuple[dict[str, fl
         how = f"sibling rule: median of the same-architecture device(s) {', '.join(n.device for n in siblings)}"
     else:
         pool = norm
-        same_kernel = [n for n in norm if n.kernel == kernel]
+        same_kernel, used = [], kernel
+        for candidate in (kernel, *KERNEL_LINEAGE.get(kernel, ())):
+            same_kernel = [n for n in norm if n.kernel == candidate]
+            if same_kernel:
+                used = candidate
+                break
         how = (f"cross-device rule: median over {', '.join(n.device for n in norm)} in device-independent units"
-               + (f"; attention-kernel ({kernel}) values from {', '.join(n.device for n in same_kernel)}"
+               + (f"; attention-kernel values from {', '.join(n.device for n in same_kernel)} ({used}"
+                  + (f", the nearest kernel design to {kernel})" if used != kernel else ")")
                   if same_kernel else f"; no calibrated device runs {kernel}: its attention values are the median too"))
     values: dict[str, float] = {}
     keys = sorted({k for n in norm for k in n.values})
