@@ -11,8 +11,10 @@ common in units that do not depend on the device's size or speed, and re-applies
 - the fixed costs of launching kernels and of an attention call stay seconds (the software stack's);
 - the serial time of an attention tile is counted in main-memory round trips (a chain of dependent loads),
   re-applied with the new device's latency;
-- the bandwidth one attention CTA sustains is counted as bytes in flight (Little's law: bandwidth × latency),
-  re-applied with the new device's latency;
+- the bandwidth one attention CTA sustains is counted as the share of main memory that one CTA per SM streams
+  (SMs × CTA bandwidth / memory bandwidth): a kernel keeps as many bytes in flight as the device it is tuned for
+  needs to fill its memory pipe (Little's law: bandwidth × latency / SMs), so a device with more bandwidth per SM
+  gets deeper pipelines;
 - the energy per FLOP that sets where the power limiter slows long kernels stays joules, but only between
   siblings (:data:`SIBLING_ONLY`).
 
@@ -65,7 +67,7 @@ FIGURES: dict[str, Callable[[Hardware], float]] = {
 }
 #: Normalised values tied to the attention kernel family rather than to the device.
 FAMILY_FIELDS = ("attention_tensor_rel", "attention_overhead_s", "prefill_attention_overhead_s", "attention_tile_rt",
-                 "prefill_attention_tile_rt", "attention_cta_inflight_bytes")
+                 "prefill_attention_tile_rt", "attention_cta_share")
 #: Normalised values carried only between siblings: the energy per FLOP is a property of one SM design, board
 #: and cooling (fit: H100 never reaches its 700 W on GEMMs, L40S and GB200 do at different energies per FLOP), so
 #: another design's would invent or hide a power limit.
@@ -141,8 +143,8 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
         v["attention_tile_rt"] = e.attention_tile_s / lat
     if e.prefill_attention_tile_s is not None:
         v["prefill_attention_tile_rt"] = e.prefill_attention_tile_s / lat
-    if e.attention_cta_bytes_per_s is not None:
-        v["attention_cta_inflight_bytes"] = e.attention_cta_bytes_per_s * lat
+    if e.attention_cta_bytes_per_s is not None:  # one CTA per SM streaming, as a fraction of main memory
+        v["attention_cta_share"] = e.attention_cta_bytes_per_s * fig["units"] / fig["main_bandwidth_bytes_per_s"]
     if e.energy_per_flop_j is not None:
         v["energy_per_flop_j"] = e.energy_per_flop_j
         v["power_window_s"] = e.power_window_s
@@ -170,8 +172,9 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
         out["attention_tile_s"] = values["attention_tile_rt"] * lat
     if "prefill_attention_tile_rt" in values:
         out["prefill_attention_tile_s"] = values["prefill_attention_tile_rt"] * lat
-    if "attention_cta_inflight_bytes" in values:
-        out["attention_cta_bytes_per_s"] = values["attention_cta_inflight_bytes"] / lat
+    if "attention_cta_share" in values:
+        fig = figures(hw)
+        out["attention_cta_bytes_per_s"] = values["attention_cta_share"] * fig["main_bandwidth_bytes_per_s"] / fig["units"]
     for key, value in list(out.items()):  # a fit that drove a fixed cost to its bound of 0 left round-off
         if key.endswith("_s") and isinstance(value, float) and 0 < value < 1e-12:
             out[key] = 0.0
