@@ -8,7 +8,6 @@ block on the named calibration subsets, and print the held-out error of both eng
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -50,26 +49,9 @@ def main() -> int:
 
 
 def _write_efficiency(hw, report) -> None:
-    e = report["efficiency"]
-    cache = [k for k, m in hw.memory.items() if not m.per_unit][0]
-    block = (f"efficiency:\n"
-             + (f"  attention_kernel: {hw.efficiency.attention_kernel}\n"  # the serving stack's, not fitted: kept
-                if "attention_kernel" in hw.efficiency.model_fields_set else "")
-             + f"  tensor: {e['tensor']:.3f}\n  memory:\n    {cache}: {e['l2']:.3f}\n"
-             f"    {hw.main_memory}: {e['hbm']:.3f}\n  launch_s: {e['launch_s']:.3e}\n"
-             f"  attention_overhead_s: {e['attention_overhead_s']:.3e}\n"
-             f"  attention_tile_s: {e['attention_tile_s']:.3e}\n"
-             f"  prefill_attention_overhead_s: {e['prefill_attention_overhead_s']:.3e}\n"
-             + (f"  attention_cta_bytes_per_s: {e['attention_cta_bytes_per_s']:.3e}\n"
-                if report["subsets"].get("attn_decode_single") else "")  # left unset when no row could fit it
-             + (f"  prefill_attention_tile_s: {e['prefill_attention_tile_s']:.3e}\n"
-                if report["subsets"].get("attn_prefill_wide") else "")
-             + (f"  attention_tensor: {e['attention_tensor']:.3f}\n"
-                if report["subsets"].get("attn_prefill_long") else "")
-             + f"  note: \"{hw.efficiency.note}\"\n")
-    path = REPO / "hardware" / f"{hw.name}.yaml"
-    text = path.read_text()
-    path.write_text(re.sub(r"efficiency:\n(  .*\n)*", block, text))
+    from perfmodel.validation.fit import write_efficiency
+
+    write_efficiency(REPO / "hardware" / f"{hw.name}.yaml", hw, report)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from perfmodel.ops import Op
 from perfmodel.prediction import Prediction
 from perfmodel.specs.hardware import Hardware, load_hardware
 from perfmodel.specs.model import Model, load_model
+from perfmodel.specs.sanity import prompt_findings, warn_findings
 from perfmodel.specs.scenario import Scenario, load_scenario
 from perfmodel.workload import Workload, build_workload
 
@@ -117,6 +118,7 @@ def predict(hardware: str | Hardware = "h100-sxm", model: str | Model = "llama-3
     hw = load_hardware(hardware, hw_o)
     m = load_model(model, model_o)
     sc = load_scenario(scenario, sc_o)
+    warn_findings(prompt_findings(m, sc), f"model {m.name} with scenario {sc.name}")
     timer = _engine(engine)
     wl = build_workload(m, sc)
     times = timer(wl.ops, hw)

@@ -130,10 +130,12 @@ def test_hbm_bandwidth_what_if_speeds_up_decode():
         if names is not None:
             d = d[d.name.isin(names)]
         return float(((d.time_s - d.overhead_s) * d["count"]).sum())
-    # The big weight streams halve exactly; the smaller projections then meet their latency-paced K loop
-    # (Little's law per CTA) and decode attention its dependent-load chain, which bandwidth does not shorten.
-    assert busy(fast, ["layer.gate_up_proj", "layer.down_proj", "lm_head"]) == pytest.approx(
-        0.5 * busy(base, ["layer.gate_up_proj", "layer.down_proj", "lm_head"]), rel=1e-6)
+    # The big weight streams halve exactly; the down projection's 64-row tensor-core tiles (one real row of 64)
+    # then take about as long as its stream, the smaller projections meet their latency-paced K loop (Little's law
+    # per CTA) and decode attention its dependent-load chain, which bandwidth does not shorten.
+    assert busy(fast, ["layer.gate_up_proj", "lm_head"]) == pytest.approx(
+        0.5 * busy(base, ["layer.gate_up_proj", "lm_head"]), rel=1e-6)
+    assert 0.5 <= busy(fast, ["layer.down_proj"]) / busy(base, ["layer.down_proj"]) < 0.6
     assert 0.5 < busy(fast) / busy(base) < 0.6
     assert fast["decode_s"] < base["decode_s"]
 

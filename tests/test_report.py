@@ -2,9 +2,12 @@
 headless browser renders it."""
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from perfmodel.api import predict
 from perfmodel.errors import SpecError
 from perfmodel.report import SECTIONS, build_report, load_review
 from perfmodel.report import validation as report_validation
+from perfmodel.report.build import MANIFEST
 from perfmodel.report.capacity import largest_batch
 from perfmodel.report.context import Context
 from perfmodel.report.document import fmt
@@ -113,14 +117,84 @@ def test_html_is_self_contained(built):
     assert "@media print" in html
 
 
-def test_rebuild_removes_stale_files(review_file, tmp_path):
+def test_rebuild_removes_its_own_stale_files_only(review_file, tmp_path):
+    out = tmp_path / "report"
+    two = review_file.with_name("two.yaml")
+    two.write_text(REVIEW.replace("dpi: 60", "dpi: 60\nsections: [breakdown, assumptions]"))
+    build_report(two, out)
+    assert "assumptions_specs.csv" in {p.name for p in (out / "tables").iterdir()}
+    one = review_file.with_name("tiny.yaml")
+    one.write_text(REVIEW.replace("dpi: 60", "dpi: 60\nsections: [breakdown]"))
+    build_report(one, out)  # the earlier build's files are its own: replaced or removed without --force
+    assert sorted(p.name for p in (out / "tables").iterdir()) == ["breakdown.csv"]
+    assert json.loads((out / MANIFEST).read_text())["files"] == ["figures/breakdown.png", "index.html", "report.md",
+                                                                  "tables/breakdown.csv"]
+
+
+def test_report_never_deletes_files_it_did_not_write(review_file, tmp_path):
     out = tmp_path / "report"
     (out / "tables").mkdir(parents=True)
-    (out / "tables" / "old.csv").write_text("x\n1\n")
+    (out / "figures").mkdir()
+    mine = {out / "tables" / "old.csv": "x\n1\n", out / "figures" / "photo.png": "not a png", out / "notes.txt": "n"}
+    for path, text in mine.items():
+        path.write_text(text)
     review = review_file.with_name("tiny.yaml")
     review.write_text(REVIEW.replace("dpi: 60", "dpi: 60\nsections: [breakdown]"))
-    build_report(review, out)
-    assert sorted(p.name for p in (out / "tables").iterdir()) == ["breakdown.csv"]
+    with pytest.raises(ValueError, match=r"holds files perfmodel report did not write .*--force"):
+        build_report(review, out)
+    assert not (out / "index.html").exists()
+    build_report(review, out, force=True)
+    assert (out / "index.html").is_file() and (out / "tables" / "breakdown.csv").is_file()
+    assert all(path.read_text() == text for path, text in mine.items())
+    build_report(review, out, force=True)  # and again: the user's files are still not the report's
+    assert all(path.read_text() == text for path, text in mine.items())
+
+
+def test_report_cli_refuses_a_folder_of_other_files(review_file, tmp_path, capsys):
+    from perfmodel.cli.main import main
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "keep.csv").write_text("a\n")
+    review = review_file.with_name("tiny.yaml")
+    review.write_text(REVIEW.replace("dpi: 60", "dpi: 60\nsections: [breakdown]"))
+    assert main(["report", str(review), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "keep.csv" in err and "--force" in err and "Traceback" not in err
+    assert main(["report", str(review), "-o", str(out), "-q", "--force"]) == 0
+    assert (out / "keep.csv").read_text() == "a\n"
+
+
+def test_names_from_the_review_stay_inside_the_output_folder(tmp_path):
+    # A device name is part of a figure's file name: the second device makes a folder "figures/roofline-", through
+    # which the third one's name would climb out of the output folder if it were used as written.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    review = folder / "evil.yaml"
+    review.write_text("title: <script>alert(1)</script> [x](javascript:alert(1))\n"
+                      "hardware: [h100-sxm, {name: /x, base: h100-sxm}, {name: /../../../ESCAPED, base: h100-sxm}]\n"
+                      "methods: [{label: '<img src=x onerror=alert(1)>', model: llama-3.1-8b, scenario: arm}]\n"
+                      "sections: [roofline]\ndpi: 40\n")
+    out = tmp_path / "a" / "b" / "out"
+    result = build_report(review, out)
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and out not in p.parents and p.parent != folder]
+    assert outside == []
+    assert all(out.resolve() in p.resolve().parents for p in result.files)
+    assert sum("ESCAPED" in p.name for p in (out / "figures").iterdir()) == 1
+    md = (out / "report.md").read_text()
+    assert "<script>" not in md and "<img" not in md and "&lt;script&gt;" in md
+    assert "\\[x\\](javascript" in md
+
+
+def test_report_files_get_the_umask_permissions(review_file, tmp_path):
+    review = review_file.with_name("tiny.yaml")
+    review.write_text(REVIEW.replace("dpi: 60", "dpi: 60\nsections: [breakdown]"))
+    old = os.umask(0o027)
+    try:
+        result = build_report(review, tmp_path / "r")
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in result.files} == {0o640}
 
 
 # -- numbers come from the predictions ---------------------------------------------------------------------------
@@ -212,7 +286,7 @@ def test_review_errors_name_the_file_and_field(tmp_path):
         load_review(bad)
     dup = tmp_path / "dup.yaml"
     dup.write_text(REVIEW.replace("label: DLM", "label: ARM"))
-    with pytest.raises(SpecError, match="method labels to be distinct"):
+    with pytest.raises(SpecError, match=r"field 'methods': .*expected distinct method labels \(ARM repeated\)"):
         load_review(dup)
 
 

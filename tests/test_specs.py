@@ -99,7 +99,7 @@ def _model_data():
     [
         ("hidden_size", -4096, "greater than 0"),
         ("hidden_size", 0, "greater than 0"),
-        ("num_hidden_layers", "many", "valid integer"),
+        ("num_hidden_layers", "many", "expected an integer"),
         ("num_attention_heads", 30, "divisor of hidden_size"),
         ("num_key_value_heads", 5, "divisor of num_attention_heads"),
         ("attention_mask", "sideways", "causal"),
@@ -132,7 +132,7 @@ def test_bad_unit_is_named(tmp_path):
     with pytest.raises(SpecError) as info:
         load_hardware(_write(tmp_path, data))
     assert info.value.field == "memory.hbm.bandwidth_bytes_per_s"
-    assert "byte / second" in str(info.value)
+    assert "bytes per second" in str(info.value) and "'furlongs' is not a unit" in str(info.value)
 
 
 def test_uncited_source_is_rejected(tmp_path):

@@ -57,12 +57,14 @@ def test_normalize_rejects_a_missing_column_by_name():
 
 
 @pytest.mark.parametrize("column, value, message", [
-    ("op", "matmul", r"column 'op': got 'matmul'.*expected one of gemm, attention"),
-    ("dtype", "int4", r"column 'dtype': got 'int4'.*expected one of bf16, fp16, fp8, fp32"),
-    ("measured_s", 0.0, r"column 'measured_s'.*expected a finite time in seconds > 0"),
-    ("measured_s", float("nan"), r"column 'measured_s'"),
-    ("m", "12.5", r"column 'm': non-integer"),
-    ("m", -3, r"column 'm': value\(s\) < 1"),
+    ("op", "matmul", r"column 'op' names an unknown op in 1 row .*got 'matmul'.*expected one of gemm, attention"),
+    ("dtype", "int4", r"column 'dtype' .*got 'int4'.*expected one of bf16, fp16, fp8, fp32"),
+    ("measured_s", 0.0, r"column 'measured_s' is zero or negative.*expected a finite time in seconds > 0"),
+    ("measured_s", float("nan"), r"column 'measured_s' is empty \(no time\)"),
+    ("measured_s", "fast", r"column 'measured_s' is not a number"),
+    ("m", "12.5", r"column 'm' is not a valid size.*got '12.5'.*whole number from 1 to 2,147,483,647"),
+    ("m", -3, r"column 'm' is not a valid size"),
+    ("m", "99999999999999999999", r"column 'm' is not a valid size"),
     ("hardware", "", r"column 'hardware' is empty"),
 ])
 def test_normalize_rejects_bad_values_naming_the_column(column, value, message):
@@ -72,14 +74,40 @@ def test_normalize_rejects_bad_values_naming_the_column(column, value, message):
         normalize(pd.DataFrame(rows))
 
 
+def test_table_rows_follow_the_shape_rules_of_specs():
+    # The same rules as `perfmodel predict`: kv_heads divides heads, sizes fit the range (no int64 wrap-around).
+    rows = _rows()
+    rows[1]["kv_heads"] = 7
+    with pytest.raises(ValueError, match=r"column 'kv_heads' does not divide heads in 1 row \(first at row\(s\) 1"):
+        normalize(pd.DataFrame(rows))
+    rows = _rows()
+    rows[0]["m"] = 99999999999999999999
+    with pytest.raises(ValueError, match=r"column 'm' is not a valid size"):
+        normalize(pd.DataFrame(rows))
+
+
+def test_every_broken_rule_is_counted_in_one_message():
+    rows = _rows() * 2
+    rows = [dict(r) for r in rows]
+    rows[0]["measured_s"] = float("nan")
+    rows[3]["measured_s"] = float("nan")
+    rows[1]["op"] = "matmul"
+    with pytest.raises(ValueError) as info:
+        normalize(pd.DataFrame(rows), where="t.csv")
+    text = str(info.value)
+    assert text.startswith("t.csv: 3 of 6 rows invalid: ")
+    assert "column 'measured_s' is empty (no time) in 2 rows (first at row(s) 0, 3)" in text
+    assert "column 'op' names an unknown op in 1 row" in text
+
+
 def test_normalize_requires_the_shape_of_each_op_kind():
     rows = _rows()
     del rows[0]["k"]
-    with pytest.raises(ValueError, match=r"column 'k' is empty in 1 gemm row.*gemm rows need m, n, k"):
+    with pytest.raises(ValueError, match=r"column 'k' is empty in gemm rows in 1 row.*gemm rows need m, n, k"):
         normalize(pd.DataFrame(rows))
     rows = _rows()
     del rows[1]["causal"]
-    with pytest.raises(ValueError, match=r"column 'causal' is empty in 1 attention row"):
+    with pytest.raises(ValueError, match=r"column 'causal' is empty in attention rows in 1 row"):
         normalize(pd.DataFrame(rows))
 
 

@@ -28,7 +28,7 @@ def h100_table(tmp_path_factory):
 def test_reuse_factor_conventions():
     assert reuse_factor("perfmodel-measure:cpu:x:rot=5", "gemm") == 5
     assert reuse_factor("aiconfigurator/h100_sxm/gemm:linear", "gemm") == 6
-    assert math.isinf(reuse_factor("aiconfigurator/h100_sxm/generation:fa3", "attention"))
+    assert reuse_factor("aiconfigurator/h100_sxm/generation:fa3", "attention") == 1  # the same call replayed
     assert math.isinf(reuse_factor("vidur/a100/mlp.csv", "gemm"))
 
 
@@ -121,3 +121,16 @@ def test_eager_kernels_of_the_measurement_runner():
     assert len(rows("norm", "rmsnorm", device="cuda", m=8, n=64)) == 1  # fused on CUDA
     gemm = rows("gemm", "", m=4, n=64, k=64)
     assert len(gemm) == 1 and gemm[0].shape["fresh_output"]
+
+
+def test_replayed_attention_cache_is_served_from_l2_when_it_fits():
+    """The L40S decode rows stream a 33.5 MB cache at 1.2 TB/s, beyond its 864 GB/s GDDR6: the replayed call's cache
+    sits in the 96 MB L2. The same call with a 134 MB cache streams from GDDR6."""
+    rows = pd.DataFrame({"hardware": "l40s", "op": "attention", "dtype": "bf16", "batch": [1, 4],
+                         "q_len": 1, "kv_len": [8191, 32767], "heads": 32, "kv_heads": 8, "head_dim": 128,
+                         "causal": True, "measured_s": [27.3e-6, 841.6e-6],
+                         "source": "aiconfigurator/l40s/attention/vllm/0.24.0/generation_attention_perf.parquet"})
+    pred = predict_table(rows, "l40s")
+    kv = 4.0 * rows.batch * rows.kv_len * 8 * 128
+    rate = kv / pred.predicted_s
+    assert rate.iloc[0] > 0.864e12 > rate.iloc[1]

@@ -482,12 +482,13 @@ def write_calibration(cal: Calibration, path: str | Path) -> tuple[Path, Path]:
     """Write the spec YAML (checked by loading it back) and the sidecar CSV; returns both paths."""
     import yaml
 
+    from perfmodel.files import write_atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# {cal.hardware.name}: written by `perfmodel calibrate`; nominal numbers from the base spec,\n"
               "# efficiency measured by microbenchmarks (see efficiency.note and the sidecar CSV).\n")
-    path.write_text(header + yaml.safe_dump(cal.hardware.to_dict(), sort_keys=False, width=120), encoding="utf-8")
+    write_atomic(path, header + yaml.safe_dump(cal.hardware.to_dict(), sort_keys=False, width=120))
     load_hardware(path)
     csv = sidecar_path(path)
-    cal.table.to_csv(csv, index=False)
+    write_atomic(csv, lambda tmp: cal.table.to_csv(tmp, index=False))
     return path, csv

@@ -7,11 +7,16 @@ Spearman rank correlation) plus the rows it got most wrong.
 Which memory level serves a measured op depends on how the benchmark reused its buffers, so each row's
 reuse footprint is reconstructed from its ``source``:
 - ``rot=N`` in the source (perfmodel's own runner): the inputs rotate among N copies: reuse = N × op bytes.
-- aiconfigurator GEMM rows: the collector rotates 6 weight copies (its README): reuse = 6 × op bytes.
-- aiconfigurator attention rows: cold. vLLM's paged KV cache is a pool spread over device memory that the
-  attention call reaches through a block table; treating it as streamed from HBM also fits the data better than
-  treating the replayed buffers as L2-resident (held-out p90 on A100 35.8% against 45.3%).
+- aiconfigurator GEMM rows: the collector rotates 6 weight copies (its README) and reuses one activation and
+  one output buffer: reuse = 6 × weight bytes + the activation and output bytes.
+- aiconfigurator attention rows: the collector replays the same call over the same KV cache, so the call's own
+  bytes are all it touches between two uses (reuse = 1 × op bytes): a cache that fits the L2's capacity for data
+  the whole GPU reads (``MemoryLevel.partitions``) is served from L2, as the L40S rows show (up to 2.5 TB/s from
+  a 96 MB L2 against 864 GB/s of GDDR6).
 - anything else (whole-model profiles: vidur, LLMServingSim, LLMCompass, ncu): cold, served by main memory.
+
+An aiconfigurator fp8 GEMM row times vLLM's fp8 linear layer with a static activation scale: a quantisation
+kernel of its bf16 input, then the fp8 GEMM writing bf16 (both predicted).
 
 aiconfigurator's attention timings are of vLLM's whole attention call, which also writes the new tokens' keys
 and values into the paged cache (``reshape_and_cache_flash``); such rows are predicted as that cache write
@@ -43,7 +48,7 @@ def reuse_factor(source: str, op: str) -> float:
     if m:
         return float(m.group(1))
     if (source or "").startswith("aiconfigurator"):
-        return 6.0 if op == "gemm" else math.inf
+        return 6.0 if op == "gemm" else 1.0
     return math.inf
 
 
@@ -59,7 +64,9 @@ def row_ops(df: pd.DataFrame) -> list[Op]:
     variant = df["variant"].iloc[0] if "variant" in df else ""
     variant = "" if variant is None or (isinstance(variant, float) and math.isnan(variant)) else str(variant)
     if kind == "gemm":
-        op = ops.gemm("gemm", _num(df, "m"), _num(df, "n"), _num(df, "k"), dtype)
+        # fp8 GEMMs (vLLM's scaled_mm) write bf16 outputs
+        op = ops.gemm("gemm", _num(df, "m"), _num(df, "n"), _num(df, "k"), dtype,
+                      out_dtype="bf16" if dtype == "fp8" else None)
     elif kind == "attention":
         causal = df["causal"].astype("boolean").fillna(True).to_numpy(dtype=bool)
         q, kv = _num(df, "q_len"), _num(df, "kv_len")
@@ -80,10 +87,21 @@ def row_ops(df: pd.DataFrame) -> list[Op]:
     else:
         raise ValueError(f"measurement row op {kind!r}: expected gemm, attention, norm, elementwise or embedding")
     factor = np.array([reuse_factor(s, kind) for s in df["source"].astype(str)])
-    op = replace(op, reuse_bytes=factor * op.bytes)
+    if kind == "gemm":
+        weights = op.shape["k"] * op.shape["n"] * op.shape["w_bytes"]
+        rotated = np.array([s.startswith("aiconfigurator") for s in df["source"].astype(str)])
+        op = replace(op, reuse_bytes=np.where(rotated, factor * weights + (op.bytes - weights), factor * op.bytes))
+    else:
+        op = replace(op, reuse_bytes=factor * op.bytes)
     source = str(df["source"].iloc[0])
     if source.startswith("perfmodel-measure"):
         return eager_kernels(op, kind, variant, dtype, device=source.split(":")[1], factor=factor)
+    if kind == "gemm" and dtype == "fp8" and df["source"].astype(str).str.startswith("aiconfigurator").all():
+        # vLLM's fp8 linear with a static activation scale quantises its bf16 input first (scaled_fp8_quant,
+        # its own kernel): m·k bf16 read, m·k fp8 written
+        quant = ops.elementwise("input_quant", _num(df, "m"), _num(df, "k"), "bf16", inputs=1, outputs=0.5,
+                                flops_per_element=2, variant="quant")
+        return [op, replace(quant, reuse_bytes=op.reuse_bytes)]
     if kind == "attention" and df["source"].astype(str).str.startswith("aiconfigurator").all():
         tokens = _num(df, "batch") * _num(df, "q_len")
         write = ops.elementwise("kv_cache_write", tokens, 2 * _num(df, "kv_heads") * _num(df, "head_dim"), dtype,
@@ -166,7 +184,8 @@ def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, e
         out.append(res)
         progress.update(len(df))
     progress.close()
-    res = pd.concat(out).sort_index() if out else table.assign(predicted_s=[], bound=[])
+    res = pd.concat(out).sort_index() if out else table.assign(predicted_s=np.nan, bound=None, flops=np.nan,
+                                                               bytes=np.nan, predicted_hardware=None)
     res["ape_pct"] = (res.predicted_s / res.measured_s - 1).abs() * 100
     return res
 
@@ -255,7 +274,10 @@ def scatter_figure(pred: pd.DataFrame, title: str = ""):
 
 
 def save_figure(fig, path) -> None:
+    """Write ``fig`` as a PNG at ``path`` (atomically) and close it."""
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=110)
+    from perfmodel.files import write_atomic
+
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

@@ -8,6 +8,10 @@ reported on every other row:
 - ``gemm_large``: GEMMs with m, n, k ≥ 4096 — compute (and L2) bound: the tensor efficiency.
 - ``gemv_stream``: GEMMs with m ≤ 4 and n·k ≥ 2²⁶ (≥ 128 MiB of bf16 weights) — HBM streaming.
 - ``gemm_tiny``: GEMMs with m, n, k ≤ 64 — nothing to do but launch: the fixed per-kernel cost.
+- ``gemm_square``: the square sweep m = n = k (the classic GEMM microbenchmark) — from launch-bound through
+  latency-paced to compute-bound, one shape family.
+- ``gemv_square``: the GEMV sweep m = 1, n = k (the classic bandwidth microbenchmark) — from launch-bound through
+  cache-resident and latency-paced to streaming.
 - ``attn_decode_long``: decode attention (q_len 1) with batch·kv_len ≥ 2²⁰ tokens — HBM streaming of a cache.
 - ``attn_decode_tiny``: decode attention with batch ≤ 4 and kv_len ≤ 16 — the fixed cost of an attention call.
 - ``attn_decode_single``: decode attention of one sequence over ≥ 32768 keys — one CTA per SM streaming the
@@ -24,8 +28,9 @@ A CPU measured by ``perfmodel measure`` is fit the same way on its own subsets: 
 k ≥ 1024: compute), ``cpu_gemv_stream`` (m = 1, n·k ≥ 2²⁴: streaming from DRAM), ``cpu_tiny`` (1-row ops on
 ≤ 4096 columns: the fixed cost) and ``cpu_attn_decode_short`` (decode attention over ≤ 128 keys).
 
-The fit minimises the squared log error of the analytic engine on the union of the subsets (scipy
-``least_squares``, bounded), which weights every row equally whatever its duration.
+The fit minimises the squared log error of the analytic engine (scipy ``least_squares``, bounded), which weights
+every row equally whatever its duration; on a GPU in two stages: the GEMM and device terms on the GEMM subsets,
+then the attention terms on the attention subsets with the former held.
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "gemm_large": lambda t: (t.op == "gemm") & (t.m >= 4096) & (t.n >= 4096) & (t.k >= 4096),
     "gemv_stream": lambda t: (t.op == "gemm") & (t.m <= 4) & (t.n.astype(float) * t.k >= 2**26),
     "gemm_tiny": lambda t: (t.op == "gemm") & (t.m <= 64) & (t.n <= 64) & (t.k <= 64),
+    "gemm_square": lambda t: (t.op == "gemm") & (t.m == t.n) & (t.n == t.k),
+    "gemv_square": lambda t: (t.op == "gemm") & (t.m == 1) & (t.n == t.k),
     "attn_decode_long": lambda t: (t.op == "attention") & (t.q_len == 1)
     & (t.batch.astype(float) * t.kv_len >= 2**20),
     "attn_decode_tiny": lambda t: (t.op == "attention") & (t.q_len == 1) & (t.batch <= 4) & (t.kv_len <= 16),
@@ -117,6 +124,8 @@ GPU_PARAMS = (
     _eff("prefill_attention_tile_s", 0.0, 50e-6, 1e-6,
          default=lambda hw: hw.efficiency.attention_tile_s or 4 * (hw.memory[hw.main_memory].latency_s or 5e-7)),
     _eff("attention_tensor", 0.2, 1.0, 0.1, default=lambda hw: hw.efficiency.tensor),
+    _eff("energy_per_flop_j", 0.05e-12, 20e-12, 0.1e-12, default=lambda hw: 0.5e-12),
+    _eff("power_window_s", 0.05e-3, 10e-3, 0.1e-3),
 )
 CPU_PARAMS = (
     _eff("tensor", 0.05, 1.0, 0.1),
@@ -126,6 +135,9 @@ CPU_PARAMS = (
     _eff("attention_overhead_s", 0.0, 500e-6, 1e-6),
 )
 PARAMS = tuple(p.name for p in GPU_PARAMS)
+#: The GPU terms fit on the attention subsets (the others on the GEMM subsets, first).
+ATTENTION_PARAMS = ("attention_overhead_s", "attention_tile_s", "prefill_attention_overhead_s",
+                    "attention_cta_bytes_per_s", "prefill_attention_tile_s", "attention_tensor")
 
 
 def subsets_for(hw: Hardware) -> dict[str, Callable[[pd.DataFrame], pd.Series]]:
@@ -151,7 +163,9 @@ def held_out_mask(table: pd.DataFrame) -> pd.Series:
 
 
 def _with_efficiency(hw: Hardware, params, x: np.ndarray, note: str) -> Hardware:
-    upd: dict[str, Any] = {"note": note}
+    from perfmodel.transfer import attention_kernel, figures
+
+    upd: dict[str, Any] = {"note": note, "calibrated_for": figures(hw), "attention_kernel": attention_kernel(hw)}
     for p, v in zip(params, x):
         p.set(hw, upd, float(v))
     return hw.model_copy(update={"efficiency": hw.efficiency.model_copy(update=upd)})
@@ -185,15 +199,72 @@ def fit_efficiency(table: pd.DataFrame, hardware: str | Hardware, engine: str = 
     note = (f"fit on {len(rows)} rows ({', '.join(f'{k}: {v}' for k, v in counts.items())}) of "
             f"{', '.join(sorted(set(str(s).split(':')[0] for s in rows.source)))} by validation/fit.py")
 
-    def residuals(x):
-        pred = predict_table(rows, _with_efficiency(hw, params, x, note), engine)
-        return np.log(pred.predicted_s.to_numpy() / pred.measured_s.to_numpy())
+    x = np.array([min(max(p.get(hw), p.low), p.high) for p in params])
+    # GPUs in two stages: the GEMM terms on the GEMM subsets, then the attention terms on the attention subsets
+    # with the GEMM terms held (an attention call pays the same launch): each term is fit where it dominates, and
+    # neither kind of kernel can trade its error against the other's.
+    stages = [(list(range(len(params))), rows)]
+    if hw.kind == "gpu":
+        attention = np.array([p.name in ATTENTION_PARAMS for p in params])
+        is_attention = (rows.op == "attention").to_numpy()
+        stages = [(list(np.flatnonzero(~attention)), rows[~is_attention]),
+                  (list(np.flatnonzero(attention)), rows[is_attention])]
+    for free, stage_rows in stages:
+        if stage_rows.empty or not free:
+            continue
 
-    x0 = np.array([min(max(p.get(hw), p.low), p.high) for p in params])
-    res = least_squares(residuals, x0, bounds=([p.low for p in params], [p.high for p in params]),
-                        x_scale=[p.scale for p in params], diff_step=1e-3)
-    fitted = _with_efficiency(hw, params, res.x, note)
+        def residuals(xf, free=free, stage_rows=stage_rows):
+            full = x.copy()
+            full[free] = xf
+            pred = predict_table(stage_rows, _with_efficiency(hw, params, full, note), engine)
+            return np.log(pred.predicted_s.to_numpy() / pred.measured_s.to_numpy())
+
+        res = least_squares(residuals, x[free], bounds=([params[i].low for i in free], [params[i].high for i in free]),
+                            x_scale=[params[i].scale for i in free], diff_step=1e-3)
+        x[free] = res.x
+    fitted = _with_efficiency(hw, params, x, note)
+    pred = predict_table(rows, fitted, engine)
+    err = np.log(pred.predicted_s.to_numpy() / pred.measured_s.to_numpy())
     report = {"hardware": hw.name, "rows": int(len(rows)), "subsets": counts,
-              "efficiency": {p.name: float(v) for p, v in zip(params, res.x)},
-              "rms_log_error": float(np.sqrt(np.mean(res.fun ** 2)))}
+              "efficiency": {p.name: float(v) for p, v in zip(params, x)},
+              "rms_log_error": float(np.sqrt(np.mean(err ** 2)))}
     return fitted, report
+
+
+def efficiency_block(hw: Hardware, report: dict[str, Any]) -> str:
+    """The fitted efficiency block of ``hw`` as YAML text for its catalog file: the fitted numbers (a term with no
+    rows to fit it is left out, so that the transfer rule's or the schema's default applies), the attention
+    kernel family, the figures it was fit for and the note."""
+    import yaml
+
+    e = report["efficiency"]
+    eff = hw.efficiency
+    counts = report["subsets"]
+    cache = [k for k, m in hw.memory.items() if not (hw.kind == "gpu" and m.per_unit)][0]
+    block: dict[str, Any] = {"attention_kernel": eff.attention_kernel, "tensor": round(e["tensor"], 3),
+                             "memory": {cache: round(e["l2"], 3), hw.main_memory: round(e["hbm"], 3)}}
+    for name in ("launch_s", "attention_overhead_s", "attention_tile_s", "prefill_attention_overhead_s"):
+        block[name] = float(f"{e[name]:.4g}") if e[name] >= 1e-12 else 0.0  # below a picosecond: the bound, 0
+    optional = {"attention_cta_bytes_per_s": "attn_decode_single", "prefill_attention_tile_s": "attn_prefill_wide",
+                "attention_tensor": "attn_prefill_long", "energy_per_flop_j": "gemm_large",
+                "power_window_s": "gemm_large"}
+    for name, subset in optional.items():
+        if counts.get(subset):
+            block[name] = float(f"{e[name]:.4g}")
+    block["calibrated_for"] = {k: float(f"{v:.6g}") for k, v in (eff.calibrated_for or {}).items()}
+    block["note"] = eff.note
+    return yaml.safe_dump({"efficiency": block}, sort_keys=False, width=10_000)
+
+
+def write_efficiency(path: str | Path, hw: Hardware, report: dict[str, Any]) -> None:
+    """Replace the ``efficiency:`` block of the hardware YAML at ``path`` (the rest of the file, comments included,
+    is kept) by :func:`efficiency_block`."""
+    import re
+
+    text = Path(path).read_text(encoding="utf-8")
+    block = efficiency_block(hw, report)
+    if re.search(r"^efficiency:\n(?:  .*\n?)*", text, flags=re.M):
+        text = re.sub(r"^efficiency:\n(?:  .*\n?)*", block, text, count=1, flags=re.M)
+    else:
+        text = text.rstrip("\n") + "\n" + block
+    Path(path).write_text(text, encoding="utf-8")

@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from perfmodel.validation.importers import (
-    SkippedInput, concat_tables, dataset_label, find_inputs, gpu_from_path, positive_times, require_columns,
+    SkippedInput, concat_tables, dataset_label, find_inputs, gpu_from_path, keep_valid, require_columns,
 )
 
 DATASET = "aiconfigurator"
@@ -123,7 +123,7 @@ def _gemm(df: pd.DataFrame, path: Path, hardware: str, label: str, kernel: str |
         "measured_s": pd.to_numeric(rows["latency"], errors="coerce") / 1e3,
         "source": f"{label}:{kernel}",
     })
-    return positive_times(out)
+    return keep_valid(out, path)
 
 
 def _attention(df: pd.DataFrame, path: Path, hardware: str, label: str, kernel: str | None,
@@ -155,12 +155,13 @@ def _attention(df: pd.DataFrame, path: Path, hardware: str, label: str, kernel: 
         "measured_s": pd.to_numeric(rows["latency"], errors="coerce") / 1e3,
         "source": f"{label}:{kernel}:kv_cache={kv_cache_dtype}",
     })
-    return positive_times(out)
+    return keep_valid(out, path)
 
 
 def import_file(path: str | os.PathLike, *, gemm_kernel: str | None = None, gemm_dtype: str = "bfloat16",
                 attention_kernel: str | None = None, kv_cache_dtype: str = "bfloat16") -> pd.DataFrame:
-    """One aiconfigurator parquet file (by its name) as measurement rows (not yet normalized)."""
+    """One aiconfigurator parquet file (by its name) as measurement rows; rows without a valid time are dropped
+    and counted."""
     path = Path(path)
     try:
         df = pd.read_parquet(path)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfmodel.validation.importers import concat_tables, dataset_label, find_inputs, positive_times
+from perfmodel.validation.importers import concat_tables, dataset_label, find_inputs, keep_valid
 
 DATASET = "llmcompass"
 GPU_NAMES = {"A100": "a100-sxm-80gb"}
@@ -49,7 +49,9 @@ def _read(path: Path, names: list[str]) -> pd.DataFrame:
                          f"({', '.join(names)})")
     df.columns = names
     for c in names:
-        if c not in ("latency", "tflops"):
+        if c == "throughput":  # the time comes from it: a blank or unreadable one drops the row (counted)
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+        elif c not in ("latency", "tflops"):
             num = pd.to_numeric(df[c], errors="coerce")
             if num.isna().any():
                 raise ValueError(f"{path}: column '{c}': non-numeric value {df[c][num.isna()].iloc[0]!r}, "
@@ -58,16 +60,14 @@ def _read(path: Path, names: list[str]) -> pd.DataFrame:
     return df
 
 
-def _latency_s(values: pd.Series, path: Path) -> pd.Series:
+def _latency_s(values: pd.Series) -> pd.Series:
+    """Seconds of '0.1900ms'-style cells; NaN where a cell does not read (the row is then dropped and counted)."""
     parsed = values.astype(str).str.extract(_LATENCY)
-    if parsed[0].isna().any():
-        bad = values[parsed[0].isna()].iloc[0]
-        raise ValueError(f"{path}: column 'latency' (4th): got {bad!r}, expected a time such as '0.1900ms'")
-    return pd.to_numeric(parsed[0]) / parsed[1].map(_PER_S)
+    return pd.to_numeric(parsed[0], errors="coerce") / parsed[1].map(_PER_S)
 
 
 def import_file(path: str | os.PathLike) -> pd.DataFrame:
-    """One LLMCompass operator CSV as measurement rows (not yet normalized)."""
+    """One LLMCompass operator CSV as measurement rows; rows without a valid time are dropped and counted."""
     path = Path(path)
     kind, _, gpu = path.stem.partition("_")
     if kind not in KINDS:
@@ -80,7 +80,7 @@ def import_file(path: str | os.PathLike) -> pd.DataFrame:
     if kind == "matmul":
         df = _read(path, ["M", "N", "K", "latency", "tflops"])
         out = pd.DataFrame({"op": "gemm", "dtype": "bf16", "m": df["M"], "n": df["N"], "k": df["K"],
-                            "measured_s": _latency_s(df["latency"], path),
+                            "measured_s": _latency_s(df["latency"]),
                             "source": f"{label}:torch.matmul ({OVERHEAD_NOTE})"})
     elif kind == "gelu":
         df = _read(path, ["M", "throughput"])
@@ -95,7 +95,7 @@ def import_file(path: str | os.PathLike) -> pd.DataFrame:
                             "measured_s": df["M"] * df["N"] / (df["throughput"] * 1e9),
                             "source": f"{label}:{what} ({OVERHEAD_NOTE})"})
     out.insert(0, "hardware", hardware)
-    return positive_times(out)
+    return keep_valid(out, path)
 
 
 def import_path(path: str | os.PathLike) -> pd.DataFrame:

@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from perfmodel.validation.importers import (
-    concat_tables, dataset_label, find_inputs, gpu_from_path, positive_times, require_columns,
+    concat_tables, dataset_label, find_inputs, gpu_from_path, keep_valid, require_columns,
 )
 
 DATASET = "llmservingsim"
@@ -99,7 +99,7 @@ def _layer_rows(layer: str, rows: pd.DataFrame, s: ModelShape, tp: int) -> dict:
 
 
 def import_file(path: str | os.PathLike, *, model: ModelShape | None = None) -> pd.DataFrame:
-    """One ``layers.csv`` as measurement rows (not yet normalized)."""
+    """One ``layers.csv`` as measurement rows; rows without a valid time are dropped and counted."""
     path = Path(path)
     try:
         df = pd.read_csv(path, skipinitialspace=True)
@@ -113,7 +113,8 @@ def import_file(path: str | os.PathLike, *, model: ModelShape | None = None) -> 
     if unknown:
         raise ValueError(f"{path}: column 'layer_name': unknown layer {unknown[0]!r}, expected one of "
                          f"{', '.join(LAYERS)}")
-    for c in ("input", "kv_cache", "tp_size", "latency(ns)"):
+    df["latency(ns)"] = pd.to_numeric(df["latency(ns)"], errors="coerce")  # a blank time: dropped and counted
+    for c in ("input", "kv_cache", "tp_size"):
         num = pd.to_numeric(df[c], errors="coerce")
         if num.isna().any():
             raise ValueError(f"{path}: column '{c}': non-numeric value at row {int(num.isna().idxmax())}, "
@@ -132,8 +133,8 @@ def import_file(path: str | os.PathLike, *, model: ModelShape | None = None) -> 
                               "measured_s": rows["latency(ns)"] / 1e9,
                               "source": f"{label}:{layer} tp={tp} (vLLM torch.profiler layer time; "
                                         f"H100 form factor not stated, taken as {hardware})"})
-        frames.append(positive_times(frame))
-    return pd.concat(frames, ignore_index=True)
+        frames.append(frame)
+    return keep_valid(pd.concat(frames, ignore_index=True), path)
 
 
 def import_path(path: str | os.PathLike, *, model: ModelShape | None = None) -> pd.DataFrame:

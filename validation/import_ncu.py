@@ -62,8 +62,8 @@ def _seconds(value: str, unit: str, path: Path, where: str) -> float:
         raise ValueError(f"{path}: {where}: unit {unit!r}, expected one of {', '.join(UNITS_PER_S)}")
     try:
         return float(value.replace(",", "").strip()) / per_s
-    except ValueError:
-        raise ValueError(f"{path}: {where}: value {value!r}, expected a number") from None
+    except ValueError:  # "n/a" or blank: the kernel's row is dropped and counted, as in every importer
+        return float("nan")
 
 
 def read_kernels(path: str | os.PathLike) -> pd.DataFrame:
@@ -132,7 +132,7 @@ def _read_shapes(path: Path) -> pd.DataFrame:
 def import_path(path: str | os.PathLike, *, shapes: str | os.PathLike | None = None, kernel: str | None = None,
                 **fields: Any) -> pd.DataFrame:
     """Rows of the measurement table for the kernels of one ncu CSV, with shapes as described above."""
-    from perfmodel.validation.table import normalize
+    from perfmodel.validation.importers import keep_valid
 
     path = Path(path)
     if not path.is_file():
@@ -168,4 +168,4 @@ def import_path(path: str | os.PathLike, *, shapes: str | os.PathLike | None = N
     for req in ("hardware", "dtype"):
         if any(req not in r for r in records):
             raise ValueError(f"{path}: no {req} for some kernels; give --{req} or a '{req}' column in the shapes CSV")
-    return normalize(pd.DataFrame(records), where=str(path))
+    return keep_valid(pd.DataFrame(records), path)

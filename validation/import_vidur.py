@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from perfmodel.validation.importers import (
-    concat_tables, dataset_label, find_inputs, gpu_from_path, positive_times, require_columns,
+    concat_tables, dataset_label, find_inputs, gpu_from_path, keep_valid, require_columns,
 )
 
 DATASET = "vidur"
@@ -75,7 +75,7 @@ def _shapes(op: str, t: pd.Series, df: pd.DataFrame) -> dict:
 
 
 def import_file(path: str | os.PathLike, *, stat: str = "median") -> pd.DataFrame:
-    """One ``mlp.csv`` as measurement rows (not yet normalized)."""
+    """One ``mlp.csv`` as measurement rows; rows without a valid time or shape are dropped and counted."""
     path = Path(path)
     if stat not in STATS:
         raise ValueError(f"vidur statistic {stat!r}: expected one of {', '.join(STATS)}")
@@ -92,7 +92,7 @@ def import_file(path: str | os.PathLike, *, stat: str = "median") -> pd.DataFram
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
     tp = df["num_tensor_parallel_workers"]
     uneven = ((df["n_embd"] % df["n_head"]) | (df["n_head"] % tp) | (df["n_kv_head"] % tp)
-              | (df["n_expanded_embd"] % tp)).fillna(1) != 0
+              | (df["n_expanded_embd"] % tp)).fillna(0) != 0  # rows with a blank are dropped below
     if uneven.any():
         raise ValueError(f"{path}: columns 'n_head', 'n_kv_head', 'n_embd', 'n_expanded_embd': shapes that do not "
                          f"split evenly over num_tensor_parallel_workers at row {uneven.idxmax()}, "
@@ -107,8 +107,8 @@ def import_file(path: str | os.PathLike, *, stat: str = "median") -> pd.DataFram
         frame = pd.DataFrame({"hardware": hardware, "dtype": "fp16", **cols,
                               "measured_s": pd.to_numeric(df[f"time_stats.{op}.{stat}"], errors="coerce") / 1e3,
                               "source": label + f":{op} tp=" + tp.astype(str) + f" {stat} ({note})"})
-        frames.append(positive_times(frame))
-    return pd.concat(frames, ignore_index=True)
+        frames.append(frame)
+    return keep_valid(pd.concat(frames, ignore_index=True), path)
 
 
 def import_path(path: str | os.PathLike, *, stat: str = "median") -> pd.DataFrame:

@@ -10,13 +10,15 @@ table; ``path`` is one file of the dataset or a folder searched recursively:
 - ``ncu``: :mod:`perfmodel.validation.import_ncu` (an Nsight Compute CSV export, shapes given by the caller)
 
 This module holds the registry (:func:`import_source`) and the helpers the importers share: finding the input
-files, reading the GPU from a path, and labelling rows with their provenance.
+files, reading the GPU from a path, labelling rows with their provenance, and dropping invalid rows with a count
+by reason (:func:`keep_valid`: a row without a finite positive time is dropped in every importer alike).
 """
 from __future__ import annotations
 
 import fnmatch
 import importlib
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -105,10 +107,19 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], path: Path, what: 
                          f"{', '.join(columns)} (found: {', '.join(map(str, df.columns))})")
 
 
-def positive_times(df: pd.DataFrame, column: str = "measured_s") -> pd.DataFrame:
-    """Rows whose time is finite and > 0 (public tables occasionally hold zeros or blanks for failed runs)."""
-    t = pd.to_numeric(df[column], errors="coerce")
-    return df[(t > 0) & t.notna() & (t != float("inf"))]
+def keep_valid(rows: pd.DataFrame, where: str | os.PathLike) -> pd.DataFrame:
+    """The rows that obey the measurement table's rules, normalized; the others are dropped and counted by reason
+    in a :class:`SkippedInput` warning naming ``where`` (public tables hold blanks, NaN or zeros for failed runs).
+
+    Every importer ends with this, so that one rule decides in all of them (a row without a finite positive time
+    is dropped and counted, never kept and never fatal), and it is the rule ``read_table`` enforces.
+    """
+    from perfmodel.validation.table import valid_rows
+
+    kept, dropped = valid_rows(rows, str(where))
+    if dropped:
+        warnings.warn(SkippedInput(dropped), stacklevel=3)
+    return kept
 
 
 def concat_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -55,10 +55,20 @@ def _show(args: argparse.Namespace) -> int:
     data = spec.to_dict()
     if args.kind == "models":
         data["derived"] = spec.derived()
+    findings = []
+    if args.kind == "hardware":
+        from perfmodel.specs.sanity import hardware_findings
+
+        findings = [str(f) for f in hardware_findings(spec)]
+        data["findings"] = findings
     if args.json:
         print_json(data)
         return 0
-    print(table(_flatten(data), ["field", "value"]))
+    print(table(_flatten({k: v for k, v in data.items() if k != "findings"}), ["field", "value"]))
+    if findings:
+        print("\nfindings (perfmodel/specs/sanity.py):")
+        for line in findings:
+            print(f"  {line}")
     if args.kind == "scenarios":
         from perfmodel.specs.scenario import field_help
 

@@ -18,6 +18,9 @@ sources (PATH is one file or a folder searched recursively):
   llmservingsim   <GPU>/<model>/tp<N>/layers.csv
   ncu             an `ncu --csv --page raw|details` export; shapes from --op/--m/... or --shapes
 
+Rows without a finite positive time, or with a shape the measurement table refuses, are dropped and counted by
+reason in a note; an import with no valid row fails and leaves the output table as it was.
+
 examples:
   perfmodel import aiconfigurator ../shared/data/measured/aiconfigurator -o aic.parquet
   perfmodel import ncu run.csv --op gemm --m 4096 --n 4096 --k 4096 --dtype bf16 --hardware h100-sxm -o t.csv
@@ -94,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         skipped = [str(w.message) for w in caught if issubclass(w.category, SkippedInput)]
         for message in skipped:
             print(f"perfmodel: note: {message}", file=sys.stderr)
+        if data.empty:
+            raise ValueError(f"{args.path}: no valid row to import"
+                             + (" (every row was dropped, see the notes above)" if skipped else "")
+                             + f"; {args.output} is left as it was")
         if args.append:
             append_rows(args.output, data)
         else:

@@ -45,23 +45,41 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from perfmodel.errors import SpecError, UnknownNameError
+    """Run one command; a user's mistake (a ``ValueError`` naming the input, or a file that cannot be read or
+    written) is one message on stderr and exit status 2, never a traceback."""
+    import warnings
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    default_show = warnings.showwarning
+
+    def note(message, category, filename, lineno, file=None, line=None):
+        # perfmodel's own warnings (a dropped row, a torn line) are notes for the user, not code locations
+        if getattr(category, "__module__", "").startswith("perfmodel"):
+            print(f"perfmodel: note: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = note
     try:
         return int(args.func(args) or 0)
-    except (SpecError, UnknownNameError) as exc:
+    except ValueError as exc:  # SpecError, UnknownNameError and every entry point's input check
         print(f"perfmodel: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            return 0
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"perfmodel: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("perfmodel: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
+    finally:
+        warnings.showwarning = default_show
 
 
 if __name__ == "__main__":

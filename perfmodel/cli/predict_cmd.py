@@ -87,6 +87,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from perfmodel.units import format_si
 
     overrides = _set_pairs(args.set)
+    if args.trace:
+        _check_output_file("--trace", args.trace)
     pred = predict(args.hardware, args.model, args.scenario, overrides, engine=args.engine)
     if args.trace:
         n = _write_trace(args, overrides)
@@ -119,6 +121,20 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output_file(option: str, path: str) -> None:
+    """Fail before the work when ``path`` cannot be written: its folder must exist and it must not be a folder."""
+    from pathlib import Path
+
+    from perfmodel.errors import SpecError
+
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise SpecError("command line", option, path, f"a file in an existing folder ({str(folder)!r} does not exist)")
+    if target.is_dir():
+        raise SpecError("command line", option, path, "a file name, not a folder")
+
+
 def _write_trace(args: argparse.Namespace, overrides: dict[str, str]) -> int:
     """Event-engine timeline of the middle generation step's kernels (one instance each, in order)."""
     from perfmodel.api import split_overrides
@@ -149,15 +165,15 @@ def run_op(args: argparse.Namespace) -> int:
     else:
         shape = {"batch": args.batch, "q_len": args.q_len, "kv_len": args.kv_len, "heads": args.heads,
                  "kv_heads": args.kv_heads, "head_dim": args.head_dim, "mask": args.mask}
-    for key, value in shape.items():
-        if isinstance(value, int) and value <= 0:
-            from perfmodel.errors import SpecError
+    from perfmodel.errors import Problem, SpecError
+    from perfmodel.shapes import count_problem, heads_problem
 
-            raise SpecError("perfmodel op", key, value, "a positive integer")
-    if args.kind == "attention" and args.heads % args.kv_heads:
-        from perfmodel.errors import SpecError
-
-        raise SpecError("perfmodel op", "kv_heads", args.kv_heads, f"a divisor of heads ({args.heads})")
+    problems = [Problem(key, value, count_problem(value)) for key, value in shape.items()
+                if key != "mask" and count_problem(value)]
+    if args.kind == "attention" and not problems and heads_problem(args.heads, args.kv_heads):
+        problems.append(Problem("kv_heads", args.kv_heads, heads_problem(args.heads, args.kv_heads)))
+    if problems:
+        raise SpecError.from_problems("perfmodel op", problems)
     res = predict_op(make_op(args.kind, dtype=args.dtype, **shape), args.hardware, engine=args.engine)
     if args.json:
         print_json(res)

@@ -12,7 +12,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("review", metavar="REVIEW.yaml", help="review file: devices, compared methods, sweeps, "
                                                          "measurement tables (see reports/default.yaml)")
     p.add_argument("-o", "--output", metavar="DIR", default=None,
-                   help="output folder (default: <review name>-report in the current folder)")
+                   help="output folder (default: <review name>-report in the current folder); a rebuild replaces only "
+                        "the files the earlier build wrote (listed in its .perfmodel-report.json)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a folder that holds files an earlier report did not write (they are kept; "
+                        "one with the name of a report file is replaced)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the path of index.html")
     p.set_defaults(func=_run)
 
@@ -27,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  building {section} ...", file=sys.stderr, flush=True)
 
     try:
-        result = build_report(args.review, out, progress)
+        result = build_report(args.review, out, progress, force=args.force)
     except (OSError, ValueError) as exc:  # bad review file, spec or measurement table: the message names it
         print(f"perfmodel: error: {exc}", file=sys.stderr)
         return 2

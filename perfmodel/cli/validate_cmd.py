@@ -51,6 +51,10 @@ def run_validate(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"perfmodel: error: {exc}", file=sys.stderr)
         return 2
+    if data.empty:
+        print(f"perfmodel: error: {', '.join(args.table)}: no measured rows (a header only?), expected at least "
+              "one row to predict", file=sys.stderr)
+        return 2
     if args.exclude_calibration:
         data = data[held_out_mask(data)]
     if args.sample and args.sample < len(data):
@@ -59,11 +63,14 @@ def run_validate(args: argparse.Namespace) -> int:
     errors = compare.summarize_errors(pred)
     errors["engine"] = args.engine
     if args.out:
+        import json
+
+        from perfmodel.files import write_atomic
+
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        pred.to_csv(out / "predictions.csv", index=False)
-        compare.worst_rows(pred, 50).to_csv(out / "worst.csv", index=False)
-        (out / "errors.json").write_text(__import__("json").dumps(errors, indent=2))
+        write_atomic(out / "predictions.csv", lambda tmp: pred.to_csv(tmp, index=False))
+        write_atomic(out / "worst.csv", lambda tmp: compare.worst_rows(pred, 50).to_csv(tmp, index=False))
+        write_atomic(out / "errors.json", json.dumps(errors, indent=2))
         compare.save_figure(compare.scatter_figure(pred, f"{args.engine} engine"), out / "scatter.png")
     if args.json:
         print_json(errors)
@@ -84,10 +91,11 @@ def run_fit(args: argparse.Namespace) -> int:
     from perfmodel.cli.output import print_json, table
     from perfmodel.validation.fit import fit_efficiency
 
+    from perfmodel.files import write_atomic
+
     data = _read(args.table)
     hw, report = fit_efficiency(data, args.hardware)
-    with open(args.output, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(hw.to_dict(), fh, sort_keys=False)
+    write_atomic(args.output, yaml.safe_dump(hw.to_dict(), sort_keys=False))
     if args.json:
         print_json(report)
         return 0

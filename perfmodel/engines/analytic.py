@@ -43,7 +43,7 @@ def cache_levels(hw: Hardware) -> list[Level]:
     for name, lvl in hw.memory.items():
         if hw.kind == "gpu" and lvl.per_unit:
             continue
-        out.append(Level(name, hw.level_capacity_bytes(name),
+        out.append(Level(name, hw.shared_capacity_bytes(name),
                          lvl.bandwidth_bytes_per_s * hw.efficiency.memory_fraction(name), lvl.latency_s or 0.0))
     return out
 
@@ -84,7 +84,8 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
                                     o_bytes=sh["o_bytes"], sms=sms, peak=tensor_rate(op, hw), l2_bw=l2.bandwidth,
                                     hbm_bw=main.bandwidth, hbm_bytes=hbm_b,
                                     latency=np.where(hbm_b > 0, main.latency, l2.latency),
-                                    store_latency=l2.latency, reduce_s=eff.launch_s + l2.latency, smem_bytes=smem)
+                                    store_latency=l2.latency, reduce_s=eff.launch_s + l2.latency, smem_bytes=smem,
+                                    sharing=tiling.operand_sharing(hw.compute.architecture, hw.compute.sm_version))
             c = plan.compute_s + vec
             l2_time = np.maximum(plan.l2_s, level_time[l2.name][i] if l2.name != main.name else 0.0)
             level_time[l2.name][i] = l2_time
@@ -158,7 +159,9 @@ def attention_terms(op: Op, hw: Hardware):
     plan = tiling.attention_plan(sh["batch"], sh["q_len"], sh["kv_len"], sh["heads"], sh["kv_heads"],
                                  sh["head_dim"], sms=hw.compute.units, kernel=kernel)
     exps = tiling.softmax_exps(sh["batch"], sh["heads"], sh["pairs"])
-    rate = tiling.exp_rate(hw.compute.peak_flops("fp32", "vector") * hw.efficiency.vector)
+    clock = hw.compute.boost_clock_hz or hw.compute.clock_hz
+    rate = tiling.softmax_rate(hw.compute.units, clock, hw.compute.peak_flops("fp32", "vector"),
+                               tiling.sm_version(hw.compute.architecture, hw.compute.sm_version))
     work = tiling.attention_work(np.asarray(op.flops, dtype=float), exps, peak=tensor_rate(op, hw),
                                  exp_per_s=rate, kernel=kernel)
     return plan, work, kernel
@@ -256,6 +259,18 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
     time = busy + overhead
     if exact is not None:
         time = np.where(np.isnan(exact), time, exact)
+    if hw.kind == "gpu" and eff.energy_per_flop_j:
+        # The power limiter slows long tensor-core kernels to the TDP (tiling.power_stretch): charged to compute.
+        from perfmodel.engines import tiling
+
+        is_tensor = per_op([op.unit == "tensor" and op.kind in ("gemm", "attention") for op in op_list]) > 0
+        stretch = np.where(is_tensor, tiling.power_stretch(flops, time, eff.energy_per_flop_j,
+                                                            hw.power.tdp_w if hw.power else None,
+                                                            eff.power_window_s), 1.0)
+        compute = compute + time * (stretch - 1.0)
+        time = time * stretch
+        terms = np.stack([compute, *level_time.values()])
+        busy = terms.max(axis=0)
     bound_idx = terms.argmax(axis=0)
     bound = np.array(names, dtype=object)[bound_idx]
     bound = np.where(overhead > busy, OVERHEAD, bound)

@@ -35,6 +35,7 @@ import numpy as np
 from perfmodel.engines.analytic import COMPUTE, OVERHEAD, OpTimes
 from perfmodel.engines.event_gpu import (GpuConfig, GroupSpan, Kernel, KernelSpan, TileClass, Timeline,
                                          simulate)
+from perfmodel.engines import tiling
 from perfmodel.engines.cpu import adjust_kernel
 from perfmodel.engines.event_lone import exact_time
 from perfmodel.engines.event_tiling import LINK, gpu_config, kernel_for, kernels_for, points
@@ -110,7 +111,12 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
         if key not in built:
             built[key] = _kernel(op, hw)
         kernels.append(built[key])
-    return _times(kernels, gpu_config(hw))
+    flops = np.array([float(np.asarray(op.flops)) for op in op_list])
+    return _times(kernels, hw, flops, np.array([_is_tensor(op) for op in op_list], dtype=bool))
+
+
+def _is_tensor(op: Op) -> bool:
+    return op.unit == "tensor" and op.kind in ("gemm", "attention")
 
 
 def _op_key(op: Op) -> tuple | None:
@@ -134,7 +140,10 @@ def time_points(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
         raise ValueError(f"ops of {sorted(set(counts))} points: time_points needs every op to have the same number "
                          f"of points (or one)")
     kernels = [k for op in op_list for k in (_kernels(op, hw) * (n if points(op) == 1 else 1))]
-    times = _times(kernels, gpu_config(hw))
+    flops = np.concatenate([np.broadcast_to(np.asarray(op.flops, dtype=float).reshape(-1), (n,)) for op in op_list]
+                           ) if op_list else np.zeros(0)
+    is_tensor = np.repeat(np.array([_is_tensor(op) for op in op_list], dtype=bool), n)
+    times = _times(kernels, hw, flops, is_tensor)
     shape = (len(op_list), n)
     return replace(times, time=times.time.reshape(shape), compute=times.compute.reshape(shape),
                    level_time={k: v.reshape(shape) for k, v in times.level_time.items()},
@@ -143,8 +152,10 @@ def time_points(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
                    main_bytes=times.main_bytes.reshape(shape))
 
 
-def _times(kernels: list[Kernel], config: GpuConfig) -> EventOpTimes:
-    """Each kernel timed alone (each distinct one once), with the analytic engine's terms beside it."""
+def _times(kernels: list[Kernel], hw: Hardware, flops: np.ndarray, is_tensor: np.ndarray) -> EventOpTimes:
+    """Each kernel timed alone (each distinct one once), with the analytic engine's terms beside it; ``flops`` and
+    ``is_tensor`` (a tensor-core GEMM or attention) of each kernel's op, for the power limiter."""
+    config = gpu_config(hw)
     spans: dict[tuple, _Span] = {}
     for k in kernels:
         key = _key(k)
@@ -155,6 +166,13 @@ def _times(kernels: list[Kernel], config: GpuConfig) -> EventOpTimes:
     n = len(kernels)
     time = np.array([spans[_key(k)].duration for k in kernels])
     compute = np.array([k.total_compute_s() / config.sms for k in kernels])
+    if hw.kind == "gpu" and hw.efficiency.energy_per_flop_j and n:
+        # The power limiter's slow-down of long tensor-core kernels (the analytic engine's rule, charged to compute)
+        stretch = np.where(is_tensor, tiling.power_stretch(flops, time, hw.efficiency.energy_per_flop_j,
+                                                            hw.power.tdp_w if hw.power else None,
+                                                            hw.efficiency.power_window_s), 1.0)
+        compute = compute + time * (stretch - 1.0)
+        time = time * stretch
     totals = [k.total_bytes() for k in kernels]
     level_bytes = {name: np.array([t.get(name, 0.0) for t in totals]) for name in level_names}
     level_time = {name: level_bytes[name] / config.bandwidth_bytes_per_s[name] for name in level_names}

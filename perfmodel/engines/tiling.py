@@ -50,6 +50,27 @@ GEMM_STAGES = 4
 MAX_OCCUPANCY = 16
 
 
+#: The SM version of each architecture name, for specs that give no ``compute.sm_version``.
+DEFAULT_SM = {"ampere": 80, "ada": 89, "hopper": 90, "blackwell": 100, "blackwell-ultra": 103}
+# Operand sharing inside a thread-block cluster, per SM version (CUTLASS's kernel schedules): on Hopper (sm_90)
+# GEMMs run in 2x1 clusters whose TMA multicast loads each B panel once for the two CTAs; on datacenter Blackwell
+# (sm_100, sm_103) a CTA pair runs one 2-SM MMA (tcgen05 cta_group::2) over a 256-row tile, each CTA loading half
+# of the shared operand, inside clusters that multicast the other: both operands reach L2 once per two CTAs.
+# Ampere, Ada and the GB202 graphics SM (sm_8x, sm_120: mma.sync, no 2-SM MMA) load their own panels.
+# Values: (A panels, B panels) loaded per CTA, as fractions.
+GEMM_OPERAND_SHARING = {90: (1.0, 0.5), 100: (0.5, 0.5), 103: (0.5, 0.5)}
+
+
+def sm_version(architecture: str | None, sm: int | None = None) -> int | None:
+    """The SM version that picks a device's kernels: its spec's ``compute.sm_version``, else its architecture's."""
+    return sm if sm else DEFAULT_SM.get(architecture or "")
+
+
+def operand_sharing(architecture: str | None, sm: int | None = None) -> tuple[float, float]:
+    """(A, B) panel fractions one CTA loads through L2 (:data:`GEMM_OPERAND_SHARING`)."""
+    return GEMM_OPERAND_SHARING.get(sm_version(architecture, sm) or 0, (1.0, 1.0))
+
+
 def shape_efficiency(tm: int, tn: int) -> float:
     """Fraction of the per-SM peak a tile of tm×tn sustains relative to 128×256 (mild: ^0.15 of the area)."""
     return min(1.0, tm * tn / REFERENCE_TILE) ** 0.15
@@ -133,7 +154,8 @@ class GemmPlan:
 def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes: float, sms: int,
               peak: float, l2_bw: float, hbm_bw: Any, hbm_bytes: Any, latency: Any = 0.0,
               store_latency: float = 0.0, reduce_s: float = SPLIT_K_REDUCE_S,
-              smem_bytes: float | None = None, shapes=GEMM_TILES, splits=SPLIT_K) -> GemmPlan:
+              smem_bytes: float | None = None, shapes=GEMM_TILES, splits=SPLIT_K,
+              sharing: tuple[float, float] = (1.0, 1.0)) -> GemmPlan:
     """The fastest tile shape and split-K for GEMMs of shape m×n×k (arrays broadcast).
 
     ``peak``, ``l2_bw`` and ``hbm_bw`` are attainable rates (efficiency applied). ``hbm_bytes`` is the op's
@@ -141,43 +163,49 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     operands (the K loop's pace, :func:`gemm_pipeline_time`); ``store_latency``: the round trip of a store to L2
     (:func:`gemm_epilogue_time`); ``reduce_s``: the fixed cost of split-K's reduction kernel (a launch and a round
     trip); ``smem_bytes``: shared memory per SM (:func:`gemm_occupancy`). ``shapes`` and ``splits`` are the
-    candidates (pin one of each to see a fixed kernel's waves).
+    candidates (pin one of each to see a fixed kernel's waves). ``sharing``: the fractions of the A and B panels
+    one CTA loads through L2 when a cluster shares them (:func:`operand_sharing`).
     """
     m = np.asarray(m, dtype=float)
     n = np.asarray(n, dtype=float)
     k = np.asarray(k, dtype=float)
     shape = np.broadcast_shapes(m.shape, n.shape, k.shape, np.shape(hbm_bytes), np.shape(latency),
                                 np.shape(hbm_bw))
-    per_sm = peak / sms
-    best: dict[str, Any] | None = None
-    for tm, tn in shapes:
-        eff = shape_efficiency(tm, tn)
-        occ = gemm_occupancy(tm, tn, a_bytes, w_bytes, smem_bytes)
-        for s in splits:
-            tiles = np.ceil(m / tm) * np.ceil(n / tn) * s
-            ks = np.ceil(k / s)
-            tile_c = 2.0 * tm * tn * ks / (per_sm * eff)
-            floor = gemm_pipeline_time(ks, latency)
-            epi = gemm_epilogue_time(tm, tn, 4.0 if s > 1 else o_bytes, l2_bw / sms, store_latency)
-            waves, compute = waves_time(tiles, sms, occ, tile_c, floor, epi)
-            l2b = tiles * (tm * a_bytes + tn * w_bytes) * ks + m * n * o_bytes
-            partials = m * n * 4.0 * s if s > 1 else 0.0 * m
-            hbm = (hbm_bytes + partials) / hbm_bw
-            # split-K's reduction is a second kernel, after the first: it reads the partials and writes C
-            red = reduce_s + (partials + m * n * o_bytes) / hbm_bw if s > 1 else 0.0 * m
-            t = np.maximum(np.maximum(waves, l2b / l2_bw), hbm) + red
-            cand = {"tm": tm, "tn": tn, "split": s, "tiles": tiles, "occupancy": occ, "tile_compute_s": tile_c,
-                    "tile_floor_s": floor, "tile_epilogue_s": epi, "l2_bytes": l2b, "partial_bytes": partials,
-                    "reduce_s": red, "time": t, "compute_s": compute, "l2_s": l2b / l2_bw}
-            if best is None:
-                best = {key: np.broadcast_to(np.asarray(v, dtype=float), shape).copy() for key, v in cand.items()}
-                continue
-            better = t < best["time"]
-            for key, v in cand.items():
-                best[key] = np.where(better, v, best[key])
-    if best is None:
+    cands = [(tm, tn, s) for tm, tn in shapes for s in splits]
+    if not cands:
         raise ValueError(f"GEMM plan: no tile shape to choose from (shapes={shapes!r}, splits={splits!r})")
-    return GemmPlan(**best)
+    # Every candidate at once, along a leading axis (the candidates' constants are columns of shape (C, 1, ...)).
+    col = (-1,) + (1,) * len(shape)
+    tm = np.array([c[0] for c in cands], dtype=float).reshape(col)
+    tn = np.array([c[1] for c in cands], dtype=float).reshape(col)
+    s = np.array([c[2] for c in cands], dtype=float).reshape(col)
+    eff = np.array([shape_efficiency(c[0], c[1]) for c in cands]).reshape(col)
+    occ = np.array([gemm_occupancy(c[0], c[1], a_bytes, w_bytes, smem_bytes) for c in cands],
+                   dtype=float).reshape(col)
+    split = s > 1
+    tiles = np.ceil(m / tm) * np.ceil(n / tn) * s
+    ks = np.ceil(k / s)
+    tile_c = 2.0 * tm * tn * ks / (peak / sms * eff)
+    floor = gemm_pipeline_time(ks, latency)
+    epi = tm * tn * np.where(split, 4.0, o_bytes) / (l2_bw / sms) + np.asarray(store_latency, dtype=float)
+    waves, compute = waves_time(tiles, sms, occ, tile_c, floor, epi)
+    l2b = tiles * (tm * a_bytes * sharing[0] + tn * w_bytes * sharing[1]) * ks + m * n * o_bytes
+    partials = np.where(split, m * n * 4.0 * s, 0.0)
+    hbm = (hbm_bytes + partials) / hbm_bw
+    # split-K's reduction is a second kernel, after the first: it reads the partials and writes C
+    red = np.where(split, reduce_s + (partials + m * n * o_bytes) / hbm_bw, 0.0)
+    t = np.maximum(np.maximum(waves, l2b / l2_bw), hbm) + red
+    t = np.broadcast_to(t, (len(cands),) + shape)
+    pick = np.argmin(t, axis=0)[None]  # the first fastest, as a strict "<" scan over the candidates picks it
+
+    def chosen(v: Any) -> Any:
+        v = np.broadcast_to(np.asarray(v, dtype=float), (len(cands),) + shape)
+        return np.take_along_axis(v, pick, axis=0)[0]
+
+    return GemmPlan(tm=chosen(tm), tn=chosen(tn), split=chosen(s), tiles=chosen(tiles), occupancy=chosen(occ),
+                    tile_compute_s=chosen(tile_c), tile_floor_s=chosen(floor), tile_epilogue_s=chosen(epi),
+                    l2_bytes=chosen(l2b), partial_bytes=chosen(partials), reduce_s=chosen(red), time=chosen(t),
+                    compute_s=chosen(compute), l2_s=chosen(l2b / l2_bw))
 
 
 def gemm_time(m: Any, n: Any, k: Any, **kw: Any) -> tuple[Any, Any, Any, Any]:
@@ -197,16 +225,33 @@ def softmax_exps(batch: Any, heads: Any, pairs: Any) -> Any:
     return batch * heads * pairs
 
 
+#: Exponentials per clock per SM of the special-function units (CUDA C Programming Guide, arithmetic instruction
+#: throughput: 16 for compute capability 8.x-10.0 and 12.0); Blackwell Ultra (sm_103) doubles them (NVIDIA's
+#: "Inside Blackwell Ultra": 10.7 tera-exponentials per second against B200's 5).
+SFU_EXPS_PER_CLOCK = {103: 32}
+SFU_DEFAULT_EXPS_PER_CLOCK = 16
+#: FP32 operations per score besides its exponential in an online softmax: the running max, the scale-and-subtract
+#: FMA, the row sum and the conversion of P to bf16 for the second matmul.
+SOFTMAX_FP32_OPS = 4
+
+
+def softmax_rate(units: int, clock_hz: float, vector_fp32_flops: float, sm: int | None = None) -> float:
+    """Scores per second an online softmax gets through on the whole GPU: one exponential each on the
+    special-function units (:data:`SFU_EXPS_PER_CLOCK` per SM per clock) and :data:`SOFTMAX_FP32_OPS` FP32
+    operations on the FMA units (at the fp32 vector peak), one after the other in a warp."""
+    sfu = units * clock_hz * SFU_EXPS_PER_CLOCK.get(sm or 0, SFU_DEFAULT_EXPS_PER_CLOCK)
+    return 1.0 / (1.0 / sfu + SOFTMAX_FP32_OPS / vector_fp32_flops)
+
+
 def exp_rate(vector_fp32_flops: float) -> float:
-    """Exponentials per second: the special-function units issue 16 per clock per SM, against 128 FP32 lanes
-    (2 FLOPs each per FMA) on Ampere/Hopper SMs (CUDA C Programming Guide, arithmetic instruction
-    throughput table): fp32 vector FLOP/s / 16."""
+    """Exponentials per second of a device without a special-function-unit figure: fp32 vector FLOP/s / 16 (the
+    SFUs issue 16 per clock per SM against 128 FP32 lanes of 2 FLOPs on Ampere/Hopper SMs)."""
     return vector_fp32_flops / 16.0
 
 
 @dataclass(frozen=True)
 class FlashKernel:
-    """How a FlashAttention generation tiles a (paged, variable-length) attention call, as vLLM calls it.
+    """How a fused-attention kernel family tiles a (paged, variable-length) attention call, as vLLM calls it.
 
     ``fa2``: FlashAttention-2 (Ampere and later; vLLM's paged call always runs its split-KV kernel,
     ``run_mha_fwd_splitkv_dispatch``: kBlockM = 64 query rows, kBlockN = 256/128/64 keys for head_dim ≤ 64/≤ 128/
@@ -220,32 +265,81 @@ class FlashKernel:
     ``fa3``: FlashAttention-3 (Hopper): the group's heads packed into the query rows of one CTA (PackGQA,
     always on for a paged varlen call), kBlockM = 192 for head_dim ≤ 96 else 128, kBlockN 128 (≤ 128),
     96 (≤ 192), 80 (larger) for a paged cache; the split heuristic runs on every call, counts one CTA per SM and
-    never splits 4 or fewer key blocks (flash_api.cpp/heuristics.h of each). Its two consumer warpgroups take
+    never splits 4 or fewer key blocks (flash_api.cpp/heuristics.h of each; the model applies it to calls of one
+    query block per (sequence, KV head), see :meth:`splits`). Its two consumer warpgroups take
     turns (ping-pong): one exponentiates while the other's matmuls run, so the softmax hides under the tensor
     cores' time.
+
+    ``trtllm``: TensorRT-LLM's Blackwell kernels as FlashInfer calls them (trtllmGenKernels/fmha/fmhaKernels.h):
+    a decode ("generation") CTA takes a group of query heads sharing a KV head, at most 8 (groups ≤ 8), 16
+    (≤ 16) or 32 (larger groups, the other kernel type); the cache is split in ``numCtasPerSeqKv`` = min(key
+    blocks of 128, max(1, ⌊SMs / CTAs⌋)) pieces reduced inside the kernel (through cluster shared memory or
+    global memory, no combine kernel), else a persistent scheduler walks the tiles. A prefill ("context") CTA
+    takes 128 query rows of one head and is never split. Softmax warps run beside the MMA warps (overlapped).
     """
 
     name: str
-    pack_gqa: bool
     split_ctas_per_sm: int
     min_blocks_to_split: int
-    overlap_softmax: bool  # FA3's ping-pong warpgroups hide the exponentials under the other group's matmuls
-    split_prefill: bool  # whether calls with more than one query per sequence are split over the cache
+    overlap_softmax: bool  # the exponentials hide under the matmuls (FA3 ping-pong, TensorRT-LLM warp roles)
+
+    def packed(self, decode: Any, group: Any) -> Any:
+        """Whether the group's query heads share a CTA."""
+        if self.name == "fa3":
+            return np.full(np.broadcast(decode, group).shape, True)
+        if self.name == "trtllm":
+            return np.asarray(decode) & np.full(np.shape(group), True)
+        return np.asarray(decode) & (np.asarray(group) > 1)
+
+    def rows(self, head_dim: Any, group: Any, decode: Any) -> Any:
+        """Query rows of one CTA (packed heads count as rows)."""
+        group = np.asarray(group, dtype=float)
+        if self.name == "fa3":
+            return self.block_q(head_dim) + 0.0 * group
+        if self.name == "trtllm":
+            cap = np.where(group <= 8, 8.0, np.where(group <= 16, 16.0, 32.0))
+            return np.where(decode, np.minimum(group, cap), 128.0)
+        return 64.0 + 0.0 * group
 
     def block_q(self, head_dim: Any) -> Any:
-        if self.name == "fa2":
-            return 64.0 + 0.0 * np.asarray(head_dim, dtype=float)
-        return np.where(np.asarray(head_dim) <= 96, 192.0, 128.0)
+        if self.name == "fa3":
+            return np.where(np.asarray(head_dim) <= 96, 192.0, 128.0)
+        return 64.0 + 0.0 * np.asarray(head_dim, dtype=float) if self.name == "fa2" \
+            else 128.0 + 0.0 * np.asarray(head_dim, dtype=float)
 
     def block_kv(self, head_dim: Any) -> Any:
         d = np.asarray(head_dim, dtype=float)
         if self.name == "fa2":
             return np.where(d <= 64, 256.0, np.where(d <= 128, 128.0, 64.0))
-        return np.where(d <= 128, 128.0, np.where(d <= 192, 96.0, 80.0))
+        if self.name == "fa3":
+            return np.where(d <= 128, 128.0, np.where(d <= 192, 96.0, 80.0))
+        return 128.0 + 0.0 * d
+
+    def splits(self, tiles: Any, n_blocks: Any, sms: int, decode: Any, packed: Any, blocks: Any = 1) -> Any:
+        """KV splits of a call with ``tiles`` CTAs over ``n_blocks`` key blocks (``blocks``: query blocks per
+        unit). FA3's heuristic runs on every call; the model applies it where the queries fill one block per
+        (sequence, KV head): a decode step, a speculative verify pass, a block-diffusion step. A longer prefill
+        keeps one CTA per query block, as the heuristic leaves it once the query blocks fill the SMs."""
+        if self.name == "trtllm":
+            fill = np.maximum(1.0, np.floor(sms / np.maximum(np.asarray(tiles, dtype=float), 1.0)))
+            return np.where(decode, np.minimum(np.maximum(n_blocks, 1.0), fill), 1.0)
+        s = num_splits_heuristic(tiles, n_blocks, self.split_ctas_per_sm * sms, self.min_blocks_to_split)
+        if self.name == "fa3":  # split a call whose queries fill one block per unit (decode, verify, diffusion step)
+            return np.where(np.asarray(blocks) <= 1, s, 1.0)
+        return np.where(np.asarray(decode) & np.asarray(packed), s, 1.0)  # FA2: only a regrouped decode call
+
+    def extra_kernels(self, batch: Any, kv_heads: Any, splits: Any, decode: Any, packed: Any) -> Any:
+        """Kernels the call launches beside the attention kernel: FA2's two regrouping copies (a decode call
+        regrouped when neither the batch nor the KV heads is 1) and FlashAttention's split-KV combine."""
+        if self.name == "trtllm":
+            return 0.0 * np.asarray(splits, dtype=float)
+        copies = np.where(np.asarray(decode) & np.asarray(packed) & (np.asarray(batch) > 1)
+                          & (np.asarray(kv_heads) > 1), 2.0, 0.0) if self.name == "fa2" else 0.0
+        return copies + (np.asarray(splits) > 1)
 
 
-FLASH_KERNELS = {"fa2": FlashKernel("fa2", False, 2, 0, False, False),
-                 "fa3": FlashKernel("fa3", True, 1, 4, True, True)}
+FLASH_KERNELS = {"fa2": FlashKernel("fa2", 2, 0, False), "fa3": FlashKernel("fa3", 1, 4, True),
+                 "trtllm": FlashKernel("trtllm", 1, 0, True)}
 MAX_SPLITS = 128
 PLAIN_MIN_KEYS_PER_SPLIT = 256
 
@@ -273,13 +367,14 @@ def num_splits_heuristic(tiles: Any, n_blocks: Any, slots: float, min_blocks: fl
     min(128, slots, key blocks). Evaluated once per distinct (tiles, key blocks) pair of a sweep grid."""
     tiles = np.asarray(tiles, dtype=float)
     n_blocks = np.maximum(np.asarray(n_blocks, dtype=float), 1.0)
-    tiles, n_blocks = np.broadcast_arrays(tiles, n_blocks)
-    if tiles.ndim == 0:
+    if tiles.ndim == 0 and n_blocks.ndim == 0:
         return _num_splits_unique(tiles, n_blocks, slots, min_blocks)
-    pairs = np.stack([tiles.ravel(), n_blocks.ravel()], axis=1)
-    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    splits = _num_splits_unique(unique[:, 0], unique[:, 1], slots, min_blocks)
-    return splits[inverse.reshape(-1)].reshape(tiles.shape)
+    # A table over the distinct values of each argument (each on its own axes of a sweep grid), then looked up
+    # at every point: the tiles vary with the batch, the key blocks with the context.
+    ut, ti = np.unique(tiles, return_inverse=True)
+    un, ni = np.unique(n_blocks, return_inverse=True)
+    table = _num_splits_unique(ut[:, None], un[None, :], slots, min_blocks)
+    return table[ti.reshape(tiles.shape), ni.reshape(n_blocks.shape)]
 
 
 def softmax_overlap(matmul_s: Any, exp_s: Any, kernel: FlashKernel | None) -> Any:
@@ -324,10 +419,9 @@ def attention_plan(batch: Any, q_len: Any, kv_len: Any, heads: Any, kv_heads: An
     generation, a CPU: 128-row blocks of the packed group, a decode call split so that the grid fills the units
     but no split finer than 256 keys).
 
-    tiles = per_block·⌈rows of queries / kBlockM⌉ where the rows are the group's queries packed together (FA3;
-    FA2's decode regrouping) or one head's queries (FA2); splits by :func:`num_splits_heuristic` over the key
-    blocks where the generation splits this call. Extra kernels: the split-KV combine when splits > 1, and
-    FA2's two copies of the regrouping when batch > 1 and kv_heads > 1 (see :class:`FlashKernel`)."""
+    tiles = per_block·⌈rows of queries / rows per CTA⌉ where the rows are the group's queries packed together
+    (FA3; FA2's decode regrouping; TensorRT-LLM's decode) or one head's queries; splits and extra kernels by the
+    family's own rules (:class:`FlashKernel`)."""
     batch = np.asarray(batch, dtype=float)
     q_len = np.asarray(q_len, dtype=float)
     heads = np.asarray(heads, dtype=float)
@@ -337,12 +431,9 @@ def attention_plan(batch: Any, q_len: Any, kv_len: Any, heads: Any, kv_heads: An
     if kernel is None:
         rows = ATTN_BLOCK_Q + 0.0 * group
         packed = np.full(np.broadcast(group, q_len).shape, True)
-    elif kernel.pack_gqa:
-        rows = kernel.block_q(head_dim) + 0.0 * group
-        packed = np.full(np.broadcast(group, q_len).shape, True)
-    else:  # FA2: a decode call with a GQA group is regrouped into the query rows
-        rows = 64.0 + 0.0 * group
-        packed = decode & (group > 1)
+    else:
+        rows = kernel.rows(head_dim, group, decode)
+        packed = kernel.packed(decode, group)
     blocks = np.where(packed, np.ceil(q_len * group / rows), np.ceil(q_len / rows))
     per_block = np.where(packed, batch * kv_heads, batch * heads)
     tiles = per_block * blocks
@@ -350,21 +441,14 @@ def attention_plan(batch: Any, q_len: Any, kv_len: Any, heads: Any, kv_heads: An
         fill = np.clip(np.ceil(sms / np.maximum(tiles, 1)), 1,
                        np.maximum(np.ceil(np.asarray(kv_len, dtype=float) / PLAIN_MIN_KEYS_PER_SPLIT), 1))
         splits = np.where(decode, fill, 1.0)
-        copies = 0.0
+        extra = 0.0 * splits
         occupancy = 1.0
     else:
         n_blocks = np.ceil(np.asarray(kv_len, dtype=float) / kernel.block_kv(head_dim))
-        splits = num_splits_heuristic(tiles, n_blocks, kernel.split_ctas_per_sm * sms, kernel.min_blocks_to_split)
-        if kernel.split_prefill:
-            may_split = np.full(np.shape(splits), True)
-        else:
-            may_split = decode & packed
-        splits = np.where(may_split, splits, 1.0)
-        copies = np.where(decode & packed & (batch > 1) & (kv_heads > 1), 2.0, 0.0) if kernel.name == "fa2" \
-            else 0.0
+        splits = kernel.splits(tiles, n_blocks, sms, decode, packed, blocks)
+        extra = kernel.extra_kernels(batch, kv_heads, splits, decode, packed)
         occupancy = np.where(decode, float(kernel.split_ctas_per_sm), 1.0)
-    return AttentionPlan(tiles, splits, rows, blocks, per_block, packed, occupancy, copies + (splits > 1),
-                         decode)
+    return AttentionPlan(tiles, splits, rows, blocks, per_block, packed, occupancy, extra, decode)
 
 
 def decode_grid(batch: Any, heads: Any, kv_heads: Any, kv_len: Any, head_dim: Any, *, sms: int,
@@ -410,3 +494,20 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
     chain = np.ceil(ctas / (sms * plan.occupancy)) * tile_s
     decode = np.maximum(work, chain)
     return np.where(plan.decode, decode, prefill)
+
+
+def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: float | None,
+                  window_s: float) -> Any:
+    """How much longer a tensor-core kernel runs because the power limiter holds the board at its TDP.
+
+    At its unthrottled pace the kernel draws x = energy_per_flop · (flops / time) / TDP of the allowed power; with
+    x > 1 the clock, and with it the FLOP rate, drops by x (dynamic power in proportion to the rate). The limiter
+    acts over a window: a kernel of duration t (repeated back to back, as a benchmark or a serving loop runs it)
+    takes the fraction w = t⁴ / (t⁴ + window⁴) of the slow-down: time × (1 + (x − 1)⁺ · w). 1 without an energy
+    figure or a TDP."""
+    if not energy_per_flop or not tdp_w:
+        return 1.0 + 0.0 * np.asarray(time, dtype=float)
+    time = np.maximum(np.asarray(time, dtype=float), 1e-30)
+    x = energy_per_flop * np.asarray(flops, dtype=float) / (time * tdp_w)
+    w = time ** 4 / (time ** 4 + window_s ** 4)
+    return 1.0 + np.maximum(x - 1.0, 0.0) * w

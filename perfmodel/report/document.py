@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfmodel.files import slug
+
 
 @dataclass(frozen=True)
 class Table:
@@ -28,7 +30,7 @@ class Table:
 
     @property
     def csv_path(self) -> str:
-        return f"tables/{self.name}.csv"
+        return f"tables/{slug(self.name)}.csv"
 
     def visible(self) -> pd.DataFrame:
         """The rows and columns the documents show."""
@@ -46,7 +48,7 @@ class Figure:
 
     @property
     def png_path(self) -> str:
-        return f"figures/{self.name}.png"
+        return f"figures/{slug(self.name)}.png"
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,8 @@ def _cell(value) -> str:
 
 def table_html(table: Table) -> str:
     """A table block: title, the visible rows, and a link to the whole table as CSV."""
-    link = (f'<p class="csv">All {len(table.frame)} rows: <a href="{table.csv_path}">{table.csv_path}</a></p>')
+    path = html.escape(table.csv_path)
+    link = f'<p class="csv">All {len(table.frame)} rows: <a href="{path}">{path}</a></p>'
     if table.shown == 0:
         return f'<div class="table-block"><h3>{html.escape(table.title)}</h3>{link}</div>'
     frame: pd.DataFrame = table.visible()

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from perfmodel.errors import SpecError
+from perfmodel.errors import FieldProblems, Problem, SpecError
 from perfmodel.specs.base import Spec, read_yaml, validate
 from perfmodel.specs.hardware import DType
 
@@ -113,14 +113,16 @@ class Review(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "Review":
-        labels = [m.label for m in self.methods]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"method labels to be distinct, got {labels}")
-        names = [h if isinstance(h, str) else h.name for h in self.hardware]
-        if len(set(names)) != len(names):
-            raise ValueError(f"hardware entries to be distinct, got {names}")
-        if len(set(self.sections)) != len(self.sections):
-            raise ValueError(f"each section at most once, got {self.sections}")
+        problems = []
+        for field, names, what in (("methods", [m.label for m in self.methods], "method labels"),
+                                   ("hardware", [h if isinstance(h, str) else h.name for h in self.hardware],
+                                    "hardware names"),
+                                   ("sections", list(self.sections), "sections")):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                problems.append(Problem(field, names, f"distinct {what} ({', '.join(repeated)} repeated)"))
+        if problems:
+            raise FieldProblems(problems)
         return self
 
 

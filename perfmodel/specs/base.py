@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,10 +16,32 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from perfmodel.errors import SpecError, UnknownNameError
-from perfmodel.units import parse_quantity, unit_for_field
+from perfmodel.errors import FieldProblems, Problem, SpecError, Summary, UnknownNameError, describe
+from perfmodel.shapes import MAX_COUNT
+from perfmodel.specs.problems import problems_from
+from perfmodel.specs.yamlio import MAX_DEPTH, MAX_SCALAR_CHARS, read_yaml, safe_load
+from perfmodel.units import parse_quantity, range_problem, unit_for_field
+
+__all__ = ["Spec", "validate", "load_spec", "read_yaml", "safe_load", "parse_value", "apply_overrides", "resolve",
+           "catalog_dir", "catalog_names"]
 
 S = TypeVar("S", bound="Spec")
+
+
+def _quantity(key: Any, value: Any) -> Any:
+    """``value`` of field ``key`` with a unit string read as a number in the field's unit; anything that does
+    not read is left as it is, for the type check to report with the field's name and the reason."""
+    dimension = unit_for_field(key) if isinstance(key, str) else None
+    if dimension is None:
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_quantity(value, dimension)
+        except ValueError:
+            return value
+    if isinstance(value, dict):  # a per-dtype mapping of quantities, e.g. compute.tensor_flops
+        return {k: _quantity(key, v) if isinstance(v, str) else v for k, v in value.items()}
+    return value
 
 
 class Spec(BaseModel):
@@ -31,56 +52,49 @@ class Spec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _parse_unit_strings(cls, data: Any) -> Any:
-        # A field named ..._bytes, ..._bytes_per_s, ..._s, ..._hz, ..._w may be written "80 GiB", "3.35 TB/s".
+        # A field named ..._bytes, ..._bytes_per_s, ..._s, ..._hz, ..._w, ..._flops may be written "80 GiB",
+        # "3.35 TB/s" or a quoted number ("80e9"); perfmodel.units reads them.
         if not isinstance(data, dict):
             return data
-        out = dict(data)
-        for key, value in data.items():
-            if isinstance(key, str) and isinstance(value, str):
-                unit = unit_for_field(key)
-                if unit is not None:
-                    try:
-                        out[key] = parse_quantity(value, unit)
-                    except ValueError:
-                        pass  # left as a string: the type check reports it with the field's name
-        return out
+        return {key: _quantity(key, value) for key, value in data.items()}
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "Spec":
+        # Every count fits in 32 bits and every quantity with a unit lies in its dimension's range
+        # (perfmodel.units.RANGES): far beyond any real device or model, and far from overflowing a prediction.
+        problems = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            items = value.items() if isinstance(value, dict) else (
+                enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)])
+            dimension = unit_for_field(name)
+            for key, item in items:
+                field = name if key is None else f"{name}.{key}"
+                if isinstance(item, bool):
+                    continue
+                if isinstance(item, int) and abs(item) > MAX_COUNT:
+                    problems.append(Problem(field, item, f"an integer of at most {MAX_COUNT:,}"))
+                elif isinstance(item, (int, float)) and dimension is not None:
+                    wrong = range_problem(float(item), dimension)
+                    if wrong:
+                        problems.append(Problem(field, item, wrong))
+        if problems:
+            raise FieldProblems(problems)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict of the spec as written (derived quantities are not included)."""
         return self.model_dump(mode="json", exclude_none=True)
 
 
-def _source_name(source: str | Path) -> str:
-    return str(source)
-
-
-def spec_error_from_validation(exc: ValidationError, source: str) -> SpecError:
-    """The first error pydantic found, as a SpecError naming file, field, value and expectation."""
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "<root>"
-    msg = err["msg"]
-    value = err.get("input")
-    if err["type"] == "missing":
-        value = None
-        msg = "a value (the field is required)"
-    elif err["type"] == "extra_forbidden":
-        msg = "no such field (unknown field; check the spelling)"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    elif isinstance(value, str) and err["loc"] and unit_for_field(str(err["loc"][-1])):
-        unit = unit_for_field(str(err["loc"][-1]))
-        msg = f"a number in {unit} or a quantity with a unit that converts to it (e.g. '80 GB', '3.35 TB/s')"
-    return SpecError(source, field, value, msg)
-
-
 def validate(cls: type[S], data: Any, source: str) -> S:
-    """Build ``cls`` from raw YAML data, turning every failure into a SpecError."""
+    """Build ``cls`` from raw YAML data, turning every failure into one SpecError that lists all of them."""
     if not isinstance(data, dict):
         raise SpecError(source, "<root>", data, "a mapping of field names to values")
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise spec_error_from_validation(exc, source) from None
+        raise SpecError.from_problems(source, problems_from(cls, exc)) from None
 
 
 def catalog_dir(kind: str) -> Path:
@@ -106,40 +120,15 @@ def resolve(kind: str, name_or_path: str | Path) -> Path:
     raise UnknownNameError(kind.rstrip("s") if kind != "hardware" else kind, text, catalog_names(kind))
 
 
-class _Loader(yaml.SafeLoader):
-    """``safe_load`` with YAML 1.2 floats: "1.83e9" and "3.35e12" read as numbers, as a reader expects."""
-
-
-_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def safe_load(text_or_stream: Any) -> Any:
-    """Load YAML with the safe loader only (no object construction), with YAML 1.2 number syntax."""
-    return yaml.load(text_or_stream, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
-
-
-def read_yaml(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise SpecError(str(path), "<yaml>", None, f"valid YAML ({exc})".replace("\n", " ")) from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(str(path), "<file>", None, f"UTF-8 text ({exc})") from None
-
-
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: YAML scalar rules, plus numbers in plain exponent form ("6.7e12")."""
+    """A ``--set`` value: YAML scalar rules, plus numbers in plain exponent form ("6.7e12").
+
+    Text that is not valid YAML (or is over the YAML reader's limits) is kept as the string it is, for the spec's
+    type check to report.
+    """
     if not isinstance(text, str):
+        return text
+    if len(text) > MAX_SCALAR_CHARS:
         return text
     try:
         return int(text)
@@ -153,8 +142,23 @@ def parse_value(text: str) -> Any:
         pass
     try:
         return safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError):
         return text
+
+
+def _override_path(dotted: Any, raw: Any, source: str) -> list[str]:
+    """The parts of a dotted override key, or a SpecError for a key no spec can have."""
+    if not isinstance(dotted, str) or not dotted:
+        raise SpecError(source, Summary(describe(dotted)), raw, "a dotted field name such as batch or kv_cache.bits")
+    shown = dotted if len(dotted) <= 80 else dotted[:60] + f"... ({len(dotted):,} characters)"
+    parts = dotted.split(".")
+    if len(parts) > MAX_DEPTH:
+        raise SpecError(source, shown, raw, f"a dotted field name of at most {MAX_DEPTH} parts, not {len(parts):,}")
+    if any(not p for p in parts):
+        raise SpecError(source, shown, raw, "a dotted field name without empty parts (no '..' or leading/trailing '.')")
+    if len(dotted) > 200:
+        raise SpecError(source, shown, raw, "a dotted field name of at most 200 characters")
+    return parts
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
@@ -165,7 +169,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], source: str
     """
     out = copy.deepcopy(data)
     for dotted, raw in overrides.items():
-        parts = dotted.split(".")
+        parts = _override_path(dotted, raw, source)
         node = out
         for i, part in enumerate(parts[:-1]):
             if not isinstance(node, dict):

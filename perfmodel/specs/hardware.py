@@ -7,17 +7,24 @@ Every group cites its numbers through ``source``, a key of the top-level ``sourc
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
+from perfmodel.errors import FieldProblems, Problem
 from perfmodel.specs.base import Spec, catalog_names, load_spec
+from perfmodel.transfer import is_own, resolve
 
 DType = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]
 DTYPES: tuple[str, ...] = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 
-Fraction = float
+#: an achievable fraction of a peak: in (0, 1], and at least a millionth (below that the peak itself is wrong)
+MIN_FRACTION = 1e-6
+Fraction = Annotated[float, Field(ge=MIN_FRACTION, le=1)]
+#: a time, a count or a size that must be finite and >= 0
+NonNegative = Annotated[float, Field(ge=0)]
 
 
 class Compute(Spec):
@@ -29,7 +36,14 @@ class Compute(Spec):
         None, description="architecture generation (ampere, ada, hopper, blackwell, blackwell-ultra, cdna3, x86, "
                           "...): devices of one generation share kernels and calibrated efficiencies "
                           "(perfmodel/transfer.py)")
+    sm_version: PositiveInt | None = Field(
+        None, description="CUDA SM version, compute capability x 10 (80 A100, 86 GA102, 89 Ada, 90 Hopper, 100 "
+                          "B200/GB200, 103 B300, 120 GB202); selects the per-SM rates the peaks are checked against "
+                          "(perfmodel/specs/sanity.py); default: the architecture's datacenter SM")
     clock_hz: PositiveFloat = Field(description="clock at which the peaks below are quoted (Hz)")
+    boost_clock_hz: PositiveFloat | None = Field(
+        None, description="maximum clock, where the vendor quotes the vector (CUDA-core) peaks at it and the tensor "
+                          "peaks at the lower `clock_hz` (H100 SXM: 1.98 vs 1.83 GHz) (Hz); default: clock_hz")
     tensor_flops: dict[DType, PositiveFloat] = Field(
         default_factory=dict, description="dense matrix-unit peak per dtype (FLOP/s, no sparsity)")
     vector_flops: dict[DType, PositiveFloat] = Field(
@@ -59,6 +73,10 @@ class MemoryLevel(Spec):
     bandwidth_bytes_per_s: PositiveFloat = Field(description="aggregate peak bandwidth of the level over all units (B/s)")
     latency_s: PositiveFloat | None = Field(None, description="load-to-use latency (s), if known")
     per_unit: bool = Field(False, description="true when the capacity is per SM/core (shared memory, L1, L2 of a CPU core)")
+    partitions: int = Field(
+        1, ge=1, description="partitions that each keep their own copy of data every SM reads (the two halves of an "
+                             "A100/H100 L2, the two dies of a B200): data read by the whole GPU fits in "
+                             "capacity / partitions")
     source: str = Field(description="key in `sources` citing these numbers")
 
 
@@ -67,9 +85,10 @@ class Link(Spec):
 
     bandwidth_bytes_per_s: PositiveFloat = Field(description="bandwidth per direction (B/s)")
     latency_s: PositiveFloat | None = Field(None, description="one-way latency of a small message (s), if known")
-    collective_efficiency: PositiveFloat | None = Field(
-        None, description="all-reduce bandwidth reached on large messages as a fraction of a ring over this link "
-                          "(may exceed 1 with in-switch reduction); default: the main-memory efficiency")
+    collective_efficiency: float | None = Field(
+        None, ge=MIN_FRACTION, le=100,
+        description="all-reduce bandwidth reached on large messages as a fraction of a ring over this link "
+                    "(may exceed 1 with in-switch reduction); default: the main-memory efficiency")
     collective_half_size_bytes: float = Field(
         0.0, ge=0, description="message size at which an all-reduce reaches half that bandwidth (bytes)")
     source: str = Field(description="key in `sources` citing these numbers")
@@ -83,10 +102,11 @@ class Power(Spec):
 class Efficiency(Spec):
     """Achievable fraction of each peak, and fixed per-kernel costs; filled by calibration."""
 
-    tensor: float = Field(0.8, gt=0, le=1, description="achievable fraction of the tensor peak on large matmuls")
-    vector: float = Field(0.7, gt=0, le=1, description="achievable fraction of the vector peak")
-    memory: dict[str, float] = Field(
-        default_factory=dict, description="achievable fraction of each memory level's bandwidth (default 0.8)")
+    tensor: float = Field(0.8, ge=MIN_FRACTION, le=1, description="achievable fraction of the tensor peak on large matmuls")
+    vector: float = Field(0.7, ge=MIN_FRACTION, le=1, description="achievable fraction of the vector peak")
+    memory: dict[str, Fraction] = Field(
+        default_factory=dict, description="achievable fraction of each memory level's bandwidth, in (0, 1] "
+                                          "(default 0.8)")
     launch_s: float = Field(4e-6, ge=0, description="fixed cost per kernel: launch plus ramp-up and tail (s)")
     attention_overhead_s: float = Field(
         0.0, ge=0, description="extra fixed cost of an attention call beyond one launch (cache write, split-KV combine, metadata) (s)")
@@ -99,16 +119,18 @@ class Efficiency(Spec):
         None, gt=0, description="bandwidth one decode-attention CTA sustains (bytes in flight / latency); "
                                 "default: no limit below the memory level's (B/s)")
     attention_tensor: float | None = Field(
-        None, gt=0, le=1, description="achievable fraction of the tensor peak in a flash-attention mainloop "
+        None, ge=MIN_FRACTION, le=1, description="achievable fraction of the tensor peak in a flash-attention mainloop "
                                       "(default: the GEMM one, `tensor`)")
     prefill_attention_tile_s: float | None = Field(
         None, ge=0, description="serial time of one prefill-attention tile (load Q, set up the K/V pipeline, "
                                 "write O) (s); default: attention_tile_s")
-    attention_kernel: Literal["fa2", "fa3"] = Field(
-        "fa2", description="FlashAttention generation the serving stack runs on this device: 'fa3' (Hopper) packs "
-                           "the GQA group into 128-row query tiles; 'fa2' (portable) tiles 64 query rows per head "
-                           "(perfmodel/engines/tiling.py, FlashKernel)")
-    gemm_half_rows: dict[str, float] = Field(
+    attention_kernel: Literal["fa2", "fa3", "trtllm"] = Field(
+        "fa2", description="attention kernel family the serving stack runs on this device: 'fa3' (FlashAttention-3, "
+                           "Hopper) packs the GQA group into 128-row query tiles; 'fa2' (FlashAttention-2, Ampere, "
+                           "Ada) tiles 64 query rows per head; 'trtllm' (TensorRT-LLM's kernels through FlashInfer, "
+                           "Blackwell) groups up to 8/16/32 heads per decode CTA (perfmodel/engines/tiling.py, "
+                           "FlashKernel); default: the architecture's (perfmodel/transfer.py)")
+    gemm_half_rows: dict[str, NonNegative] = Field(
         default_factory=dict, description="CPU only, per dtype: rows m at which a matmul of m rows reaches half its "
                                           "large-matmul rate (Hockney's half-performance length: rate = "
                                           "peak·m/(m + m½)); a dtype not listed takes fp32's; default: no small-m "
@@ -121,7 +143,18 @@ class Efficiency(Spec):
         None, gt=0, description="CPU only: bytes per second of first touch of a fresh allocation above the C "
                                 "allocator's mmap threshold (page faults + zeroing), charged to ops that write a "
                                 "fresh allocation (shape['fresh_output']); default: not charged")
+    energy_per_flop_j: float | None = Field(
+        None, gt=0, description="energy (J) per tensor FLOP at the attainable rate, idle power included: a kernel "
+                                "whose FLOP rate x this exceeds power.tdp_w is slowed to the TDP once the power "
+                                "limiter acts (perfmodel/engines/tiling.py, power_stretch); default: never limited")
+    power_window_s: float = Field(
+        0.8e-3, gt=0, description="how long a kernel runs before the power limiter slows it: a kernel of duration t "
+                                  "takes the fraction t^4 / (t^4 + window^4) of the slow-down (s)")
     note: str = Field("datasheet defaults, not calibrated", description="how these numbers were obtained")
+    calibrated_for: dict[str, float] | None = Field(
+        None, description="the spec figures (SMs, clock, peak, bandwidths, latencies) this block was fit for; on a spec "
+                          "whose figures differ it is carried over in device-independent units, not claimed as the "
+                          "spec's own (perfmodel/transfer.py)")
 
     def memory_fraction(self, level: str) -> float:
         return self.memory.get(level, 0.8)
@@ -144,13 +177,16 @@ class Hardware(Spec):
         description="levels ordered from nearest (shared memory / L1) to farthest (HBM / DRAM); the last is main memory")
     interconnect: dict[str, Link] = Field(default_factory=dict, description="links by name (nvlink, pcie, xgmi)")
     power: Power | None = None
-    price_per_hour_usd: PositiveFloat | None = Field(None, description="typical rental price per device-hour (USD)")
+    price_per_hour_usd: PositiveFloat | None = Field(
+        None, description="rental price per device-hour (USD), one GPU (not a node); cite provider and date under "
+                          "the `price` key of `sources`")
     efficiency: Efficiency = Field(default_factory=Efficiency)
 
     @model_validator(mode="after")
     def _check(self) -> "Hardware":
+        problems = []
         if not self.memory:
-            raise ValueError("at least one memory level under `memory`")
+            problems.append(Problem("memory", self.memory, "at least one memory level"))
         cited = [("compute.source", self.compute.source)]
         cited += [(f"memory.{k}.source", v.source) for k, v in self.memory.items()]
         cited += [(f"interconnect.{k}.source", v.source) for k, v in self.interconnect.items()]
@@ -158,12 +194,15 @@ class Hardware(Spec):
             cited.append(("power.source", self.power.source))
         for where, key in cited:
             if key not in self.sources:
-                raise ValueError(f"{where} = {key!r} to be a key of `sources` ({', '.join(sorted(self.sources))})")
+                problems.append(Problem(where, key, f"a key of `sources` ({', '.join(sorted(self.sources))})"))
         for level in self.efficiency.memory:
             if level not in self.memory:
-                raise ValueError(f"efficiency.memory.{level} to name a memory level ({', '.join(self.memory)})")
+                problems.append(Problem(f"efficiency.memory.{level}", self.efficiency.memory[level],
+                                        f"a memory level's name as the key ({level!r} is not one of {', '.join(self.memory)})"))
         if not self.compute.vector_flops:
-            raise ValueError("compute.vector_flops to list at least one dtype")
+            problems.append(Problem("compute.vector_flops", self.compute.vector_flops, "at least one dtype"))
+        if problems:
+            raise FieldProblems(problems)
         return self
 
     # -- derived quantities -------------------------------------------------------------------------------
@@ -185,6 +224,10 @@ class Hardware(Spec):
         m = self.memory[level]
         return m.capacity_bytes * (self.compute.units if m.per_unit else 1)
 
+    def shared_capacity_bytes(self, level: str) -> float:
+        """Capacity of a level for data the whole device reads: the total over partitions that each keep a copy."""
+        return self.level_capacity_bytes(level) / self.memory[level].partitions
+
     def ridge_point(self, dtype: str = "bf16", level: str | None = None) -> float:
         """FLOP per byte at which the roofline turns from memory- to compute-bound."""
         level = level or self.main_memory
@@ -205,16 +248,40 @@ class Hardware(Spec):
         }
 
 
-def load_hardware(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Hardware:
-    """Load a hardware spec from a catalog name (``h100-sxm``) or a YAML path, with dotted-path overrides."""
+def load_hardware(name_or_path: str | Path, overrides: dict[str, Any] | None = None, *,
+                  resolve_efficiency: bool = True) -> Hardware:
+    """Load a hardware spec from a catalog name (``h100-sxm``) or a YAML path, with dotted-path overrides.
+
+    The efficiency block then follows the transfer rule (:func:`perfmodel.transfer.resolve`): a device's own
+    calibration, a calibration carried to an edited spec, or one transferred from calibrated devices;
+    ``resolve_efficiency=False`` returns the block as written.
+    """
     if isinstance(name_or_path, Hardware):
         if not overrides:
             return name_or_path
         from perfmodel.specs.base import apply_overrides, validate
 
         data = apply_overrides(name_or_path.to_dict(), overrides, f"hardware {name_or_path.name} (--set)")
-        return validate(Hardware, data, f"hardware {name_or_path.name} (--set)")
-    return load_spec(Hardware, "hardware", name_or_path, overrides)
+        hw = validate(Hardware, data, f"hardware {name_or_path.name} (--set)")
+    else:
+        hw = load_spec(Hardware, "hardware", name_or_path, overrides)
+        from perfmodel.specs.sanity import hardware_findings, warn_findings
+
+        warn_findings(hardware_findings(hw), f"hardware {hw.name}")
+    if not resolve_efficiency:
+        return hw
+    return resolve(hw, catalog_calibrations)
+
+
+@lru_cache(maxsize=1)
+def catalog_calibrations() -> tuple[Hardware, ...]:
+    """Every catalog GPU that carries its own calibration: the devices the transfer rule draws from."""
+    out = []
+    for name in hardware_names():
+        hw = load_hardware(name, resolve_efficiency=False)
+        if hw.kind == "gpu" and is_own(hw):
+            out.append(hw)
+    return tuple(out)
 
 
 def hardware_names() -> list[str]:

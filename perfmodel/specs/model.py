@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
+from perfmodel.shapes import heads_problem
 from perfmodel.specs.base import Spec, catalog_names, load_spec
 
 BYTES_PER_ELEMENT: dict[str, float] = {
@@ -60,7 +61,7 @@ class Model(Spec):
     @classmethod
     def _kv_heads_divide_heads(cls, kv_heads: int, info: ValidationInfo) -> int:
         heads = info.data.get("num_attention_heads")
-        if heads and heads % kv_heads:
+        if heads and heads_problem(heads, kv_heads):
             raise ValueError(f"a divisor of num_attention_heads ({heads})")
         return kv_heads
 
