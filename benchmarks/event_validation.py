@@ -4,8 +4,8 @@ figures it gives (median and p90 APE per GPU and op), optionally beside those of
     perfmodel import aiconfigurator ../shared/data/measured/aiconfigurator -o out/aic.parquet
     python benchmarks/event_validation.py [out/aic.parquet] [--sample 20000] [--compare OLD/errors.json]
 
-The command runs in a fresh interpreter, so the time includes starting it, reading the table and the error
-statistics. ``--compare`` takes the ``errors.json`` that ``perfmodel validate ... --out DIR`` wrote and prints
+The command runs in a fresh interpreter (with ``--json``, its figures read from what it prints), so the time
+includes starting it, reading the table and the error statistics. ``--compare`` takes the ``errors.json`` that ``perfmodel validate ... --out DIR`` wrote and prints
 each figure's change in percentage points.
 """
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,13 +29,12 @@ def main() -> int:
         print(f"{args.table}: not found (make it with `perfmodel import aiconfigurator ... -o {args.table}`)",
               file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "perfmodel.cli.main", "validate", args.table, "--engine", "event",
-                   "--sample", str(args.sample), "--json", "--out", out]
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        seconds = time.perf_counter() - start
-        errors = json.loads((Path(out) / "errors.json").read_text())
+    command = [sys.executable, "-m", "perfmodel.cli.main", "validate", args.table, "--engine", "event",
+               "--sample", str(args.sample), "--json"]
+    start = time.perf_counter()
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    errors = json.loads(done.stdout)
     old = json.loads(Path(args.compare).read_text()) if args.compare else None
     n = errors["overall"]["n"]
     print(f"`perfmodel validate {args.table} --engine event --sample {args.sample}` on {os.cpu_count()} CPUs: "

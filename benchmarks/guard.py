@@ -34,13 +34,14 @@ REFERENCE_FILE = Path(__file__).resolve().with_name("guard_reference.json")
 ALLOWED_DROP = 3.0
 REPEAT = 3
 RECORD_RUNS = 3
-GRID = {
+GRID = {  # as benchmarks/sweep_throughput.py's 100,000-point grid, a tenth of it: 2 x 10 x 20 x 25 = 10,000 points
     "hardware": ["h100-sxm"], "models": ["llama-3.1-8b"], "scenarios": ["arm", "kv-int4"],
     "parameters": {"batch": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
-                   "prompt_len": [128, 256, 512, 1024, 2048, 4096, 8192, 10240, 12288, 16384],
-                   "gen_len": [16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096],
-                   "hardware.memory.hbm.bandwidth_bytes_per_s": ["x1", "x2", "x3", "x4", "x5"]},
-}  # 2 scenarios x 10 x 10 x 10 x 5 = 10,000 points
+                   "prompt_len": [128, 256, 384, 512, 768, 1024, 1280, 1536, 2048, 2560, 3072, 3584, 4096, 5120,
+                                  6144, 7168, 8192, 10240, 12288, 16384],
+                   "gen_len": [16, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+                               1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096]},
+}
 PREDICT = [sys.executable, "-m", "perfmodel.cli.main", "predict", "--hardware", "h100-sxm", "--model", "llama-3.1-8b",
            "--scenario", "arm", "--set", "batch=8", "--json"]
 
