@@ -223,6 +223,24 @@ def attention_kernel(op: Op, hw: Hardware) -> Kernel:
     return Kernel(op.name, tuple(classes), int(plan.occupancy), srv.latency_s, tail, label)
 
 
+def row_kernel(op: Op, hw: Hardware) -> Kernel | None:
+    """A row kernel (one block per token: norms, activations, rotary; :func:`tiling.row_threads`) as tiles of one
+    row each, as many resident per SM as its threads allow, each at least the calibrated block time
+    (``efficiency.row_kernel_s``); None where the op is not one or the device has no block time."""
+    block_s = hw.efficiency.row_kernel_s
+    threads = tiling.row_threads(op.kind, op.shape.get("variant", ""), op.shape.get("width", 1))
+    if hw.kind != "gpu" or not block_s or threads is None or "tokens" not in op.shape:
+        return None
+    rows = max(1, int(math.ceil(_scalar(op, "shape['tokens']", op.shape["tokens"]))))
+    sm = tiling.sm_version(hw.compute.architecture, hw.compute.sm_version)
+    resident = int(tiling.row_blocks_per_sm(float(threads), sm))
+    srv = serving(op, hw)
+    work_sm_s = (_scalar(op, "flops", op.flops) / _compute_rate(op, hw) + _vector_s(op, hw)) * hw.compute.units
+    cls = TileClass(rows, work_sm_s / rows, _split(srv.level_bytes, 1.0 / rows), 0.0, block_s)
+    return Kernel(op.name, (cls,), resident, srv.latency_s, 0.0,
+                  f"{rows} rows, one block of {float(threads):g} threads each, {resident} per SM")
+
+
 def streaming_kernel(op: Op, hw: Hardware) -> Kernel:
     """Elementwise, norm, embedding, (de)quantise, gather, top-k, centroid scores: equal chunks of the op's
     minimal traffic, ``CHUNK_BYTES`` each, ``STREAMING_OCCUPANCY`` blocks resident per SM."""
@@ -258,4 +276,4 @@ def kernel_for(op: Op, hw: Hardware) -> Kernel:
         case "allreduce":
             return allreduce_kernel(op, hw)
         case _:
-            return streaming_kernel(op, hw)
+            return row_kernel(op, hw) or streaming_kernel(op, hw)

@@ -141,6 +141,14 @@ class Efficiency(Spec):
         None, gt=0, description="CPU only: bytes per second of first touch of a fresh allocation above the C "
                                 "allocator's mmap threshold (page faults + zeroing), charged to ops that write a "
                                 "fresh allocation (shape['fresh_output']); default: not charged")
+    kernel_floor_s: float = Field(
+        0.0, ge=0, description="shortest duration a profiler reports for a kernel (its blocks launched, the first "
+                               "loads, the drain): the floor of a profiled kernel's time once the launch gap is "
+                               "left out (s)")
+    row_kernel_s: float | None = Field(
+        None, ge=0, description="time of one thread block of a row kernel (the norm, activation and rotary kernels "
+                                "that launch one block per token: load, reduce, scale, store); default: not "
+                                "modelled, the op is timed by its bytes (perfmodel/engines/tiling.py) (s)")
     energy_per_flop_j: float | None = Field(
         None, gt=0, description="energy (J) per tensor FLOP at the attainable rate, idle power included: a kernel "
                                 "whose FLOP rate x this exceeds power.tdp_w is slowed to the TDP once the power "
