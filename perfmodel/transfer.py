@@ -273,6 +273,25 @@ def carry(hw: Hardware) -> Hardware:
     return hw.model_copy(update={"efficiency": eff})
 
 
+#: Terms a device's own calibration may lack (no dataset measured them there): taken by the rule from the devices
+#: that have them.
+COMPLETED = ("row_kernel_s", "kernel_floor_s")
+
+
+def _complete(hw: Hardware, sources: Sequence[Hardware]) -> Hardware:
+    """``hw`` with the terms of :data:`COMPLETED` its calibration lacks taken from ``sources`` by the rule."""
+    if hw.efficiency.row_kernel_s is not None:
+        return hw
+    donors = [s for s in sources if s.name != hw.name and s.efficiency.row_kernel_s is not None]
+    if not donors:
+        return hw
+    values, how = combine(hw, donors)
+    moved = realise(values, hw, attention_kernel(hw), "")
+    update = {k: getattr(moved, k) for k in COMPLETED}
+    note = f"{hw.efficiency.note}; row-kernel terms transferred ({how})"
+    return hw.model_copy(update={"efficiency": hw.efficiency.model_copy(update={**update, "note": note})})
+
+
 @lru_cache(maxsize=1)
 def catalog_calibrations() -> tuple[Hardware, ...]:
     """Every catalog GPU that carries its own calibration."""
@@ -293,7 +312,9 @@ def resolve(hw: Hardware, sources: Sequence[Hardware] | None = None) -> Hardware
     if hw.kind != "gpu":
         return hw
     if calibrated(hw):
-        return hw if is_own(hw) else carry(hw)
+        hw = hw if is_own(hw) else carry(hw)
+        return _complete(hw, catalog_calibrations() if sources is None else sources)
     if hw.efficiency.model_fields_set - {"note", "attention_kernel"}:
         return hw  # an efficiency block written by hand: the user's numbers
-    return transfer(hw, catalog_calibrations() if sources is None else sources)
+    sources = catalog_calibrations() if sources is None else sources
+    return _complete(transfer(hw, sources), sources)

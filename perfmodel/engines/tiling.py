@@ -513,13 +513,14 @@ def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: f
     return 1.0 + np.maximum(x - 1.0, 0.0) * w
 
 
-# Row kernels: the serving stack's norm, activation and rotary kernels launch one thread block per token (row):
-# vLLM's rms_norm and silu_and_mul take min(width, 1024) threads, its rotary embedding min(rotated pairs, 512).
+# Row kernels: the serving stack's norm, activation, rotary and fp8 input-quantisation kernels launch one thread
+# block per token (row): vLLM's rms_norm, silu_and_mul and scaled_fp8_quant take min(width, 1024) threads, its
+# rotary embedding min(rotated pairs, 512).
 # Resident blocks per SM follow from the threads an SM holds (CUDA C Programming Guide, compute capabilities:
 # 2048 on sm_80/90/100/103, 1536 on sm_86/89/120) and a limit on blocks per SM. A block is a chain of dependent
 # steps (load its row, reduce across the block, load again or scale, store), so a grid of many rows takes
 # ⌈rows / resident blocks⌉ waves of one block's time.
-ROW_KERNEL_VARIANTS = {"silu_mul": 1024, "silu": 1024, "gelu": 1024, "rope": 512}
+ROW_KERNEL_VARIANTS = {"silu_mul": 1024, "silu": 1024, "gelu": 1024, "rope": 512, "quant": 1024}
 THREADS_PER_SM = {86: 1536, 89: 1536, 120: 1536}
 DEFAULT_THREADS_PER_SM = 2048
 MAX_BLOCKS_PER_SM = 16  # the hardware allows 32; the event engine's SMs hold at most 16 tiles each
