@@ -1,7 +1,7 @@
 """Regenerate the README's validation table: import the public aiconfigurator data (and vidur's per-operator
 profiles where present), fit each GPU's efficiency block on the named calibration subsets (validation/fit.py; the
 row-kernel block time on vidur's one-wave rows), and print the held-out error of both engines by GPU, dataset and
-op kind.
+op kind, and of the fp8 GEMMs (vLLM's per-tensor fp8 linear, none used to fit) with the bf16 fit.
 
     python benchmarks/validate_public.py [--engines analytic event] [--write-catalog]
 
@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MEASURED = REPO.parent / "shared" / "data" / "measured"
+#: vLLM's fp8 linear with per-tensor scales (CUTLASS scaled_mm), the fp8 GEMMs validated beside the bf16 ones
+FP8_KERNEL = "CutlassFP8ScaledMMLinearKernel"
 
 
 def main() -> int:
@@ -32,6 +35,10 @@ def main() -> int:
     from perfmodel.validation.importers import import_source
 
     table = import_source("aiconfigurator", args.data)
+    with warnings.catch_warnings():  # A100 has no fp8 GEMM tables: skipped
+        warnings.simplefilter("ignore")
+        fp8 = import_source("aiconfigurator", args.data, gemm_dtype="fp8", gemm_kernel=FP8_KERNEL)
+    fp8 = fp8[fp8.op == "gemm"]
     vidur_dir = Path(args.data).parent / "vidur"
     vidur = import_source("vidur", vidur_dir) if vidur_dir.is_dir() else None
     print("| GPU | data | engine | op | rows | median APE | p90 APE | Spearman |")
@@ -45,6 +52,8 @@ def main() -> int:
             _write_efficiency(hw, report)
         held_out = rows[~calibration_mask(rows, subsets_for(hw))]
         sets = [("aiconfigurator", held_out)]
+        if (fp8.hardware == hw_name).any():  # fp8 GEMMs: no row of them was used to fit
+            sets.append(("aiconfigurator fp8", fp8[fp8.hardware == hw_name]))
         if profiled is not None and not profiled.empty:
             sets.append(("vidur", profiled[~calibration_mask(profiled, ROW_SUBSETS)]))
         for data, held in sets:
