@@ -70,6 +70,9 @@ def _device_error(exc: Exception) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    from perfmodel.extras import require
+
+    require("torch", "measure", "perfmodel calibrate")
     from perfmodel.cli.output import print_json, table
     from perfmodel.validation import calibrate as cal
     from perfmodel.validation.microbench import DeviceUnavailable
@@ -137,6 +140,9 @@ def _check_threads(args: argparse.Namespace) -> None:
 
 
 def run_measure(args: argparse.Namespace) -> int:
+    from perfmodel.extras import require
+
+    require("torch", "measure", "perfmodel measure")
     from perfmodel.cli.output import print_json
     from perfmodel.validation import measure as ms
     from perfmodel.validation import microbench as mb

@@ -132,15 +132,15 @@ class Model(Spec):
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "params_b": self.parameters / 1e9,
-            "layers": self.num_hidden_layers,
-            "hidden": self.hidden_size,
-            "heads": self.num_attention_heads,
-            "kv_heads": self.num_key_value_heads,
-            "ffn": self.intermediate_size,
-            "vocab": self.vocab_size,
-            "mask": self.attention_mask,
-            "kv_kib_per_token": self.kv_bytes_per_token("bf16") / 1024,
+            "parameters": self.parameters,
+            "num_hidden_layers": self.num_hidden_layers,
+            "hidden_size": self.hidden_size,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "intermediate_size": self.intermediate_size,
+            "vocab_size": self.vocab_size,
+            "attention_mask": self.attention_mask,
+            "kv_bytes_per_token": self.kv_bytes_per_token("bf16"),
         }
 
 
