@@ -145,14 +145,21 @@ class Model(Spec):
 
 
 def load_model(name_or_path: str | Path | Model, overrides: dict[str, Any] | None = None) -> Model:
-    """Load a model spec from a catalog name (``llama-3.1-8b``) or a YAML path, with dotted-path overrides."""
+    """Load a model spec from a catalog name (``llama-3.1-8b``), a YAML path or a Hugging Face ``config.json``
+    as published (perfmodel/specs/hf_config.py), with dotted-path overrides."""
+    from perfmodel.specs.base import apply_overrides, validate
+
     if isinstance(name_or_path, Model):
         if not overrides:
             return name_or_path
-        from perfmodel.specs.base import apply_overrides, validate
-
         src = f"model {name_or_path.name} with overrides"
         return validate(Model, apply_overrides(name_or_path.to_dict(), overrides, src), src)
+    from perfmodel.specs import hf_config
+
+    if hf_config.is_config(name_or_path):
+        data = hf_config.load_config(name_or_path)
+        src = str(name_or_path) + (" with overrides" if overrides else "")
+        return validate(Model, apply_overrides(data, overrides, src) if overrides else data, src)
     return load_spec(Model, "models", name_or_path, overrides)
 
 
