@@ -51,6 +51,8 @@ _TEXT = [
     _q("phase", "", "phase of an op: prefill, decode, denoise, ... (a step of the method)", "text"),
     _q("op", "", "op name (dotted, e.g. layer.attn.qkv_proj) or, in measurement tables, the op kind", "text"),
     _q("kind", "", "op kind (gemm, attention, norm, ...) or, for spec files, the spec kind", "text"),
+    _q("shape", "", "shape parameters of one op (gemm: m, n, k; attention: batch, q_len, kv_len, heads, kv_heads, "
+                    "head_dim, mask)", "text"),
     _q("variant", "", "variant of a norm or elementwise op (rmsnorm, silu_mul, ...)", "text"),
     _q("bound", "", "resource that bounds the time: compute, a memory level, launch (overhead), interconnect", "text"),
     _q("kv_cache.format", "", "KV-cache format (fp16, bf16, fp8, int8, int4): the scenario field", "text"),
@@ -85,6 +87,8 @@ _COUNTS = [
     _q("gen_len", "tokens", "generated tokens per sequence", "count"),
     _q("steps", "passes", "generation passes (decode steps for ARM; denoising and cache-commit passes for "
                           "diffusion methods)", "count"),
+    _q("denoising_steps", "passes", "denoising steps a diffusion method runs (cache-commit passes not counted)",
+       "count"),
     _q("crossover_steps", "passes", "denoising steps below which a diffusion method beats the reference latency "
                                     "(straight-line fit)", "number"),
     _q("tensor_parallel", "GPUs", "GPUs one model replica is split across", "count"),
@@ -130,6 +134,8 @@ _TIMES = [
     _q("median_s", "s", "median measured time of a group of rows"),
     _q("max_s", "s", "longest measured time of a group of rows"),
     _q("reference_latency_s", "s", "latency of the reference configuration"),
+    _q("latency_per_denoising_step_s", "s", "latency added by one more denoising step (slope of the "
+                                            "straight-line fit)"),
     _q("fixed_latency_s", "s", "latency at zero denoising steps (intercept of the straight-line fit)"),
     _q("attention_time_per_step_s", "s", "time per generation pass of the attention-class ops (attention, "
                                          "centroid lookup, top-k, gathers)"),
@@ -207,7 +213,7 @@ FAMILIES: dict[str, tuple[str, Kind, str]] = {
 _PATTERNS = [(re.compile(r"^bound_fraction_\w+$"), "bound_fraction_<resource>"),
              (re.compile(r"^\w+_time_per_step_s$"), "<class>_time_per_step_s"),
              (re.compile(r"^bytes_\w+$"), "bytes_<level>"),
-             (re.compile(r"^efficiency\.\w+$"), "efficiency.<field>")]
+             (re.compile(r"^efficiency\.[\w.]+$"), "efficiency.<field>")]
 
 #: fields of a prediction's summary (``perfmodel predict``, ``Prediction.record``)
 SUMMARY = ("hardware", "model", "scenario", "method", "engine", "batch", "prompt_len", "gen_len", "tensor_parallel",
@@ -230,8 +236,8 @@ PLAN_ROW = ("hardware", "gpus", "tensor_parallel", "replicas", "batch", "kv_cach
 #: command -> the fields it prints, in order (tables and JSON alike)
 COMMANDS: dict[str, tuple[str, ...]] = {
     "predict": (*SUMMARY, *OP_ROW, "engine_details"),
-    "op": ("kind", "dtype", "hardware", "engine", "time_s", "compute_s", "flops", "bytes", "arithmetic_intensity",
-           "bound", "bytes_<level>"),
+    "op": ("kind", "shape", "dtype", "hardware", "engine", "time_s", "compute_s", "flops", "bytes",
+           "arithmetic_intensity", "bound", "bytes_<level>", "engine_details"),
     "compare": COMPARE_ROW,
     "plan": PLAN_ROW,
     "sweep": ("point", "hardware", "model", "scenario", "method", "engine", "<parameter>", "batch", "prompt_len", "gen_len",
@@ -245,12 +251,13 @@ COMMANDS: dict[str, tuple[str, ...]] = {
                "achieved_flops_per_s", "peak_fraction", "<class>_time_per_step_s", "time_per_step_s", "prefill_s",
                "latency_s", "tokens_per_s", "bound", "memory_total_bytes", "memory_fits", "power_w",
                "energy_per_token_j", "cost_per_million_tokens_usd", "reference", "reference_latency_s",
-               "fixed_latency_s", "crossover_steps", "tokens_per_step", "kv_cache.format", "kv_cache.bits",
+               "fixed_latency_s", "denoising_steps", "latency_per_denoising_step_s", "crossover_steps", "tokens_per_step", "kv_cache.format", "kv_cache.bits",
                "cache_bytes_per_token", "memory_cache_bytes", "speedup", "attention.kind", "attention.token_budget",
                "attention_time_per_step_s", "attention_hbm_bytes_per_step", "max_batch", "tokens_held",
                "memory_capacity_bytes", "search_capped", "memory_weights_bytes", "memory_activation_bytes", "gpus",
                "rows", "median_ape_pct", "p90_ape_pct", "spearman", "predicted_over_measured", "measured_s",
-               "predicted_s", "source", "table", "name", "file", "sha256", "overrides", "key",
+               "predicted_s", "m", "n", "k", "q_len", "kv_len", "heads", "kv_heads", "head_dim", "causal", "variant",
+               "source", "table", "name", "file", "sha256", "overrides", "key",
                "efficiency.<field>", "note"),
     "hardware list": ("name", "vendor", "compute_units", "unit_name", "peak_flops", "memory_capacity_bytes",
                       "bandwidth_bytes_per_s", "ridge_point", "tdp_w", "idle_w", "price_per_hour_usd"),
@@ -355,8 +362,12 @@ def markdown() -> str:
     """``docs/fields.md``: every field with its unit, kind and description, and which commands print it."""
     printed: dict[str, list[str]] = {}
     for command, names in COMMANDS.items():
-        for name in names:
+        for name in dict.fromkeys(names):
             printed.setdefault(name, []).append(command)
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
     lines = ["# Output fields", "",
              "Generated by `python docs/make_fields.py` from `perfmodel/schema.py`; do not edit by hand.", "",
              "Every command prints a quantity under one name, in one unit, rounded one way: tables and reports show 4 "
@@ -365,11 +376,11 @@ def markdown() -> str:
              "| field | unit | kind | printed by | description |", "|---|---|---|---|---|"]
     for name, q in sorted(QUANTITIES.items()):
         lines.append(f"| `{name}` | {q.unit or '-'} | {q.kind} | {', '.join(printed.get(name, [])) or '-'} | "
-                     f"{q.description} |")
+                     f"{cell(q.description)} |")
     for pattern, (unit, kind, description) in FAMILIES.items():
         lines.append(f"| `{pattern}` | {unit or '-'} | {kind} | {', '.join(printed.get(pattern, [])) or '-'} | "
-                     f"{description} |")
+                     f"{cell(description)} |")
     lines += ["", "## Fields per command", ""]
     for command, names in COMMANDS.items():
-        lines.append(f"- `perfmodel {command}`: " + ", ".join(f"`{n}`" for n in names))
+        lines.append(f"- `perfmodel {command}`: " + ", ".join(f"`{n}`" for n in dict.fromkeys(names)))
     return "\n".join(lines) + "\n"

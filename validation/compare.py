@@ -215,7 +215,7 @@ class ErrorStats:
     spearman: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "median_ape_pct": self.median_ape_pct, "p90_ape_pct": self.p90_ape_pct,
+        return {"rows": self.n, "median_ape_pct": self.median_ape_pct, "p90_ape_pct": self.p90_ape_pct,
                 "spearman": self.spearman}
 
 

@@ -170,7 +170,15 @@ def run_op(args: argparse.Namespace) -> int:
         raise SpecError.from_problems("perfmodel op", problems)
     res = predict_op(make_op(args.kind, dtype=args.dtype, **shape), args.hardware, engine=args.engine)
     if args.json:
-        print_json(res)
+        from perfmodel.schema import COMMANDS, record
+
+        names = [n for n in COMMANDS["op"] if n in res]
+        out = record({n: res[n] for n in names}, names)
+        out.update({f"bytes_{level}": v for level, v in res["level_bytes"].items()})
+        extras = {k: v for k, v in res.items() if k not in names and k != "level_bytes"}
+        if extras:
+            out["engine_details"] = extras
+        print_json(out)
         return 0
     print(f"{args.kind} {shape} {args.dtype} on {res['hardware']} ({args.engine})")
     print(f"  time {format_si(res['time_s'], 's')}  ·  {format_si(res['flops'], 'FLOP')}  ·  "

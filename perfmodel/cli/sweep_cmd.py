@@ -25,7 +25,8 @@ as soon as it is done; rerunning an interrupted sweep computes only the missing 
 
 output columns: point, hardware, model, scenario, method, engine, one column per parameter, batch, prompt_len,
 gen_len, latency_s, prefill_s, decode_s, tokens_per_s, time_per_step_s, steps, flops, hbm_bytes,
-arithmetic_intensity, bound, memory_*_bytes, memory_fits, bound_fraction_<resource>.
+arithmetic_intensity, bound, memory_*_bytes, memory_fits, bound_fraction_<resource>: the names, units and
+descriptions of every command's output (docs/fields.md, perfmodel/schema.py).
 """
 
 SHOWN = ["hardware", "model", "scenario", "latency_s", "tokens_per_s", "time_per_step_s", "bound", "memory_fits"]
@@ -132,7 +133,9 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         return 0
     df = result.table
     if args.json:
-        print_json(df.to_dict(orient="records"))
+        from perfmodel.schema import json_value
+
+        print_json([{k: json_value(k, v) for k, v in row.items()} for row in df.to_dict(orient="records")])
         return 0
     cols = ["point", *[c for c in SHOWN[:3]], *grid.columns, *[c for c in SHOWN[3:]]]
     cols = list(dict.fromkeys(c for c in cols if c in df.columns))

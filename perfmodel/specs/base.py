@@ -110,16 +110,24 @@ def catalog_names(kind: str) -> list[str]:
     return sorted(p.stem for p in catalog_dir(kind).glob("*.yaml"))
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the file system refuses (too long, invalid) rather than an OSError."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def resolve(kind: str, name_or_path: str | Path) -> Path:
     """A catalog name or a path to a YAML file, as the path of the file to read."""
     text = str(name_or_path)
     path = Path(text)
-    if text.endswith((".yaml", ".yml")) or path.is_file() or "/" in text:
-        if not path.is_file():
+    if text.endswith((".yaml", ".yml")) or _is_file(path) or "/" in text:
+        if not _is_file(path):
             raise SpecError(text, "<file>", text, "an existing YAML file")
         return path
     candidate = catalog_dir(kind) / f"{text}.yaml"
-    if candidate.is_file():
+    if _is_file(candidate):
         return candidate
     raise UnknownNameError(kind.rstrip("s") if kind != "hardware" else kind, text, catalog_names(kind))
 
