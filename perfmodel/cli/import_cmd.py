@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         from perfmodel.validation.table import append_rows, summarize, table_format, write_table
 
         table_format(args.output)
+        from perfmodel.extras import require_parquet
+
+        require_parquet(args.output, "perfmodel import -o")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SkippedInput)
             data = import_source(args.source, args.path, **_options(args))

@@ -87,6 +87,10 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
 
     if args.chunk_size is not None and args.chunk_size < 1:
         raise SpecError("--chunk-size", "chunk-size", args.chunk_size, "a positive number of points")
+    from perfmodel.extras import MissingExtra, parquet_engine
+
+    if args.output and not parquet_engine():
+        raise MissingExtra("pyarrow", "parquet", "perfmodel sweep -o (results and resumable parts are Parquet)")
     grid = load_grid(args.grid)
     use_dask = _dask_choice(args, args.engine == "event" or grid.size > getattr(sweep, "DASK_THRESHOLD", 5_000_000))
     bar = None

@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _read(paths: list[str]):
     import pandas as pd
 
+    from perfmodel.extras import require_parquet
+
+    for p in paths:
+        require_parquet(p, "reading a measurement table")
+
     from perfmodel.validation.table import read_table
 
     return pd.concat([read_table(p) for p in paths], ignore_index=True)
@@ -90,6 +95,9 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from perfmodel.extras import require
+
+    require("scipy", "fit", "perfmodel fit")
     import yaml
 
     from perfmodel.cli.output import print_json, table
