@@ -17,7 +17,9 @@ class Prediction:
     ``ops``: one row per op group (name, phase, shape segment) with per-instance ``flops``, ``bytes``,
     ``time_s`` and ``total_time_s`` = time_s × count, the bound, and bytes per memory level (``bytes_<level>``).
     ``summary``: latency_s, prefill_s, decode_s, tokens_per_s, steps, flops, hbm_bytes, arithmetic_intensity,
-    bound, memory {...}, and context (hardware, model, scenario, engine).
+    bound, memory {...}, power_w, energy_per_token_j, price_per_hour_usd, cost_per_million_tokens_usd
+    (perfmodel/power.py), and context (hardware, model, scenario, engine, batch, lengths, tensor_parallel).
+    :meth:`record` flattens it into the output vocabulary (perfmodel/schema.py) that every command prints.
     """
 
     ops: pd.DataFrame

@@ -111,3 +111,16 @@ def test_name_from_the_folder_without_name_or_path(tmp_path):
     path.write_text(json.dumps(data))
     model = load_model(str(path))
     assert model.name == "my-model" and model.hf_id == ""
+
+
+def test_mistral_and_families_without_model_type():
+    from perfmodel.specs.hf_config import convert, family
+
+    mistral = {"model_type": "mistral", "architectures": ["MistralForCausalLM"], "hidden_size": 4096,
+               "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+               "intermediate_size": 14336, "vocab_size": 32768, "sliding_window": None, "torch_dtype": "bfloat16"}
+    data, ignored = convert(mistral, "config.json")
+    assert data["attention_mask"] == "causal" and not data["qkv_bias"] and not data["qk_norm"]
+    assert data["head_dim"] == 128 and ignored == ["sliding_window"]
+    assert family({"architectures": ["Qwen3ForCausalLM"]}) == "qwen3"
+    assert family({"architectures": ["LLaDAModelLM"]}) == "llada"
