@@ -243,18 +243,17 @@ class ErrorStats:
     spearman: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "median_ape_pct": self.median_ape_pct, "p90_ape_pct": self.p90_ape_pct,
+        return {"rows": self.n, "median_ape_pct": self.median_ape_pct, "p90_ape_pct": self.p90_ape_pct,
                 "spearman": self.spearman}
 
 
 def error_stats(df: pd.DataFrame) -> ErrorStats:
-    from scipy.stats import spearmanr
-
     n = len(df)
     if n == 0:
         return ErrorStats(0, float("nan"), float("nan"), float("nan"))
     ape = df.ape_pct.to_numpy()
-    rho = float(spearmanr(df.predicted_s, df.measured_s).statistic) if n > 2 else float("nan")
+    # Spearman's rho: the Pearson correlation of the ranks (ties share their average rank, as in scipy's spearmanr)
+    rho = float(df.predicted_s.rank().corr(df.measured_s.rank())) if n > 2 else float("nan")
     return ErrorStats(n, float(np.median(ape)), float(np.percentile(ape, 90)), rho)
 
 

@@ -39,7 +39,7 @@ from perfmodel.ops import Op
 from perfmodel.specs.hardware import Hardware
 
 __all__ = ["EventOpTimes", "GpuConfig", "GroupSpan", "Kernel", "KernelSpan", "TileClass", "Timeline",
-           "chrome_trace", "gpu_config", "kernel_for", "simulate", "simulate_ops", "time_ops"]
+           "chrome_trace", "gpu_config", "kernel_for", "kernels_for", "simulate", "simulate_ops", "time_ops"]
 
 MODEL_NOTES = (
     "bandwidth: processor sharing; k concurrent transfers at a level each get min(bandwidth/k, SM port)",
@@ -121,10 +121,15 @@ def _waves(kernel: Kernel, config: GpuConfig) -> int:
     return -(-kernel.tile_count // (config.sms * kernel.occupancy))
 
 
+def kernels_for(op_list: Sequence[Op], hw: Hardware) -> list[Kernel]:
+    """The kernel of each op as the simulation runs it (for traces that need the tiles' bytes)."""
+    return [_kernel(op, hw) for op in op_list]
+
+
 def simulate_ops(op_list: Sequence[Op], hw: Hardware, streams: Sequence[int] | None = None,
                  coarsen: bool = True) -> Timeline:
     """Run one instance of each op, in order per stream (``streams[i]`` for op i, default all on stream 0)."""
-    return simulate([_kernel(op, hw) for op in op_list], gpu_config(hw), streams, coarsen)
+    return simulate(kernels_for(op_list, hw), gpu_config(hw), streams, coarsen)
 
 
 def trace_events(timeline: Timeline) -> list[dict[str, Any]]:
@@ -153,6 +158,8 @@ def chrome_trace(op_list: Sequence[Op], hw: Hardware, path: str | Path, streams:
                  coarsen: bool = True) -> list[dict[str, Any]]:
     """Simulate one instance of each op and write the trace to ``path`` (open it in Perfetto or
     chrome://tracing); returns the events."""
+    from perfmodel.files import write_atomic
+
     events = trace_events(simulate_ops(op_list, hw, streams, coarsen))
-    Path(path).write_text(json.dumps(events))
+    write_atomic(path, json.dumps(events))
     return events

@@ -93,8 +93,17 @@ class Link(Spec):
 
 
 class Power(Spec):
-    tdp_w: PositiveFloat = Field(description="thermal design power (W)")
-    source: str = Field(description="key in `sources` citing this number")
+    tdp_w: PositiveFloat = Field(description="thermal design power (W): the cap of the power model (perfmodel/power.py)")
+    idle_w: PositiveFloat | None = Field(
+        None, description="idle board power with a CUDA context open (W), cited under `source`; default: 10% of "
+                          "tdp_w (an assumption, perfmodel/power.py)")
+    source: str = Field(description="key in `sources` citing these numbers")
+
+    @model_validator(mode="after")
+    def _idle_below_tdp(self) -> "Power":
+        if self.idle_w is not None and self.idle_w >= self.tdp_w:
+            raise FieldProblems([Problem("idle_w", self.idle_w, f"a power below tdp_w ({self.tdp_w:g} W)")])
+        return self
 
 
 class Efficiency(Spec):
@@ -242,15 +251,20 @@ class Hardware(Spec):
     def summary(self) -> dict[str, Any]:
         """A flat row for listings."""
         hbm = self.memory[self.main_memory]
+        from perfmodel.power import idle_power_w
+
         return {
             "name": self.name,
             "vendor": self.vendor,
-            "units": f"{self.compute.units} {self.compute.unit_name}",
-            "bf16_tflops": self.compute.peak_flops("bf16") / 1e12,
-            "memory_gb": hbm.capacity_bytes / 1e9,
-            "bandwidth_tb_s": hbm.bandwidth_bytes_per_s / 1e12,
-            "ridge_flop_per_byte": self.ridge_point("bf16"),
+            "compute_units": self.compute.units,
+            "unit_name": self.compute.unit_name,
+            "peak_flops": self.compute.peak_flops("bf16"),
+            "memory_capacity_bytes": hbm.capacity_bytes,
+            "bandwidth_bytes_per_s": hbm.bandwidth_bytes_per_s,
+            "ridge_point": self.ridge_point("bf16"),
             "tdp_w": self.power.tdp_w if self.power else None,
+            "idle_w": idle_power_w(self),
+            "price_per_hour_usd": self.price_per_hour_usd,
         }
 
 
