@@ -63,7 +63,7 @@ def main() -> int:
                     rows_e = held.sample(n=args.event_sample, random_state=0)
                 errors = summarize_errors(predict_table(rows_e, hw, engine))
                 for op, st in errors["by_op"].items():
-                    print(f"| {hw_name} | {data} | {engine} | {op} | {st['n']:,} | {st['median_ape_pct']:.1f}% | "
+                    print(f"| {hw_name} | {data} | {engine} | {op} | {st['rows']:,} | {st['median_ape_pct']:.1f}% | "
                           f"{st['p90_ape_pct']:.1f}% | {st['spearman']:.3f} |")
     return 0
 
