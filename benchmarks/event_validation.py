@@ -2,7 +2,7 @@
 figures it gives (median and p90 APE per GPU and op), optionally beside those of an earlier run.
 
     perfmodel import aiconfigurator ../shared/data/measured/aiconfigurator -o out/aic.parquet
-    python benchmarks/event_validation.py [out/aic.parquet] [--sample 20000] [--compare OLD/errors.json]
+    python benchmarks/event_validation.py [out/aic.parquet] [--sample 20000] [--compare OLD/errors.json] [--time-only]
 
 The command runs in a fresh interpreter (with ``--json``, its figures read from what it prints), so the time
 includes starting it, reading the table and the error statistics. ``--compare`` takes the ``errors.json`` that ``perfmodel validate ... --out DIR`` wrote and prints
@@ -24,6 +24,7 @@ def main() -> int:
     parser.add_argument("table", nargs="?", default="out/aic.parquet", help="measurement table (default %(default)s)")
     parser.add_argument("--sample", type=int, default=20_000, help="seeded sample of rows (default %(default)s)")
     parser.add_argument("--compare", metavar="ERRORS_JSON", help="errors.json of an earlier run to compare with")
+    parser.add_argument("--time-only", action="store_true", help="print the time only (the README's line)")
     args = parser.parse_args()
     if not Path(args.table).is_file():
         print(f"{args.table}: not found (make it with `perfmodel import aiconfigurator ... -o {args.table}`)",
@@ -38,7 +39,10 @@ def main() -> int:
     old = json.loads(Path(args.compare).read_text()) if args.compare else None
     n = errors["overall"]["n"]
     print(f"`perfmodel validate {args.table} --engine event --sample {args.sample}` on {os.cpu_count()} CPUs: "
-          f"{seconds:.1f} s, {n / seconds:,.0f} rows/s\n")
+          f"{seconds:.1f} s, {n / seconds:,.0f} rows/s")
+    if args.time_only:
+        return 0
+    print()
     head = "| GPU | op | rows | median APE | p90 APE |"
     print(head + (" Δ median | Δ p90 |" if old else "") + "\n" + "|---" * (5 + 2 * bool(old)) + "|")
     worst = 0.0

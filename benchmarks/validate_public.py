@@ -1,5 +1,7 @@
-"""Regenerate the README's validation table: import the public aiconfigurator data, fit each GPU's efficiency
-block on the named calibration subsets, and print the held-out error of both engines by GPU and op kind.
+"""Regenerate the README's validation table: import the public aiconfigurator data (and vidur's per-operator
+profiles where present), fit each GPU's efficiency block on the named calibration subsets (validation/fit.py; the
+row-kernel block time on vidur's one-wave rows), and print the held-out error of both engines by GPU, dataset and
+op kind, and of the fp8 GEMMs (vLLM's per-tensor fp8 linear, none used to fit) with the bf16 fit.
 
     python benchmarks/validate_public.py [--engines analytic event] [--write-catalog]
 
@@ -9,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MEASURED = REPO.parent / "shared" / "data" / "measured"
+#: vLLM's fp8 linear with per-tensor scales (CUTLASS scaled_mm), the fp8 GEMMs validated beside the bf16 ones
+FP8_KERNEL = "CutlassFP8ScaledMMLinearKernel"
 
 
 def main() -> int:
@@ -26,25 +31,40 @@ def main() -> int:
     args = ap.parse_args()
 
     from perfmodel.validation.compare import predict_table, summarize_errors
-    from perfmodel.validation.fit import calibration_mask, fit_efficiency, subsets_for
+    from perfmodel.validation.fit import ROW_SUBSETS, calibration_mask, fit_efficiency, fit_row_kernels, subsets_for
     from perfmodel.validation.importers import import_source
 
     table = import_source("aiconfigurator", args.data)
-    print("| GPU | engine | op | rows | median APE | p90 APE | Spearman |")
-    print("|---|---|---|---|---|---|---|")
+    with warnings.catch_warnings():  # A100 has no fp8 GEMM tables: skipped
+        warnings.simplefilter("ignore")
+        fp8 = import_source("aiconfigurator", args.data, gemm_dtype="fp8", gemm_kernel=FP8_KERNEL)
+    fp8 = fp8[fp8.op == "gemm"]
+    vidur_dir = Path(args.data).parent / "vidur"
+    vidur = import_source("vidur", vidur_dir) if vidur_dir.is_dir() else None
+    print("| GPU | data | engine | op | rows | median APE | p90 APE | Spearman |")
+    print("|---|---|---|---|---|---|---|---|")
     for hw_name, rows in table.groupby("hardware", sort=True):
         hw, report = fit_efficiency(rows, hw_name)
+        profiled = vidur[vidur.hardware == hw_name] if vidur is not None else None
+        if profiled is not None and not profiled.empty:
+            hw, _ = fit_row_kernels(profiled, hw)
         if args.write_catalog:
             _write_efficiency(hw, report)
         held_out = rows[~calibration_mask(rows, subsets_for(hw))]
-        for engine in args.engines:
-            rows_e = held_out
-            if engine == "event" and 0 < args.event_sample < len(held_out):
-                rows_e = held_out.sample(n=args.event_sample, random_state=0)
-            errors = summarize_errors(predict_table(rows_e, hw, engine))
-            for op, s in errors["by_op"].items():
-                print(f"| {hw_name} | {engine} | {op} | {s['n']:,} | {s['median_ape_pct']:.1f}% | "
-                      f"{s['p90_ape_pct']:.1f}% | {s['spearman']:.3f} |")
+        sets = [("aiconfigurator", held_out)]
+        if (fp8.hardware == hw_name).any():  # fp8 GEMMs: no row of them was used to fit
+            sets.append(("aiconfigurator fp8", fp8[fp8.hardware == hw_name]))
+        if profiled is not None and not profiled.empty:
+            sets.append(("vidur", profiled[~calibration_mask(profiled, ROW_SUBSETS)]))
+        for data, held in sets:
+            for engine in args.engines:
+                rows_e = held
+                if engine == "event" and 0 < args.event_sample < len(held):
+                    rows_e = held.sample(n=args.event_sample, random_state=0)
+                errors = summarize_errors(predict_table(rows_e, hw, engine))
+                for op, st in errors["by_op"].items():
+                    print(f"| {hw_name} | {data} | {engine} | {op} | {st['rows']:,} | {st['median_ape_pct']:.1f}% | "
+                          f"{st['p90_ape_pct']:.1f}% | {st['spearman']:.3f} |")
     return 0
 
 

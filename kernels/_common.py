@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
-try:  # Triton is an optional dependency (pyproject extra "triton").
+try:  # Triton is an optional dependency (pyproject extra "kernels").
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - exercised only where triton is absent
@@ -48,7 +48,8 @@ def resolve_impl(impl: str | None, *tensors: torch.Tensor) -> str:
         return "triton" if (on_cuda and triton is not None) else "torch"
     if impl == "triton":
         if triton is None:
-            raise ValueError("impl='triton': the triton package is not installed (pip install perfmodel[triton])")
+            raise ValueError("impl='triton': the triton package is not installed "
+                             "(the [kernels] extra: pip install -e '.[kernels]')")
         if not on_cuda and not interpreting():
             raise ValueError("impl='triton' on CPU tensors: expected TRITON_INTERPRET=1 in the environment before "
                              "triton is imported (the Triton CPU interpreter); got it unset")

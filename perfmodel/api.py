@@ -10,6 +10,7 @@ from perfmodel import ops as opmod
 from perfmodel.aggregate import OpBlock, aggregate
 from perfmodel.engines import analytic
 from perfmodel.ops import Op
+from perfmodel.power import economics
 from perfmodel.prediction import Prediction
 from perfmodel.specs.hardware import Hardware, load_hardware
 from perfmodel.specs.model import Model, load_model
@@ -31,6 +32,25 @@ def split_overrides(overrides: Mapping[str, Any] | None) -> tuple[dict, dict, di
         else:
             scenario[key[len("scenario."):] if key.startswith("scenario.") else key] = value
     return hw, model, scenario
+
+
+def load_specs(hardware: str | Hardware, model: str | Model, scenario: str | Scenario,
+               overrides: Mapping[str, Any] | None = None) -> tuple[Hardware, Model, Scenario]:
+    """The three specs of a prediction with dotted ``--set`` overrides applied; an "xF" value is F times the
+    spec's own value (defaults included), as in ``plan --set`` and sweep grids."""
+    hw_o, model_o, sc_o = split_overrides(overrides)
+    return (_load(load_hardware, hardware, hw_o, "hardware", {"resolve_efficiency": False}),
+            _load(load_model, model, model_o, "model"), _load(load_scenario, scenario, sc_o, "scenario"))
+
+
+def _load(loader, name, overrides: dict, kind: str, raw: dict | None = None):
+    """``loader(name, overrides)`` with "xF" values resolved against the spec loaded without them."""
+    from perfmodel.specs.base import multiplier, resolve_multipliers
+
+    if any(multiplier(v) is not None for v in overrides.values()):
+        base = loader(name, **(raw or {}))
+        overrides = resolve_multipliers(base.model_dump(mode="json"), overrides, f"{kind} {base.name} (--set)")
+    return loader(name, overrides)
 
 
 def _engine(engine: str):
@@ -114,10 +134,7 @@ def predict(hardware: str | Hardware = "h100-sxm", model: str | Model = "llama-3
             engine: str = "analytic") -> Prediction:
     """Predict one (hardware, model, scenario) with optional dotted overrides (``hardware.memory.hbm…``,
     ``model.…``, or scenario keys such as ``batch`` and ``kv_cache.bits``)."""
-    hw_o, model_o, sc_o = split_overrides(overrides)
-    hw = load_hardware(hardware, hw_o)
-    m = load_model(model, model_o)
-    sc = load_scenario(scenario, sc_o)
+    hw, m, sc = load_specs(hardware, model, scenario, overrides)
     warn_findings(prompt_findings(m, sc), f"model {m.name} with scenario {sc.name}")
     timer = _engine(engine)
     wl = build_workload(m, sc)
@@ -126,7 +143,10 @@ def predict(hardware: str | Hardware = "h100-sxm", model: str | Model = "llama-3
     summary = summarize(df, wl, hw, hw.main_memory)
     summary["context"] = {"hardware": hw.name, "model": m.name, "scenario": sc.name, "method": sc.method,
                           "engine": engine, "batch": sc.batch, "prompt_len": sc.prompt_len, "gen_len": sc.gen_len,
-                          "efficiency": hw.efficiency.note}
+                          "tensor_parallel": sc.tensor_parallel}
+    summary.update(economics(hw, flops=summary["flops"], main_bytes=summary["hbm_bytes"],
+                             latency_s=summary["latency_s"], tokens_per_s=summary["tokens_per_s"],
+                             gpus=sc.tensor_parallel, dtype=m.dtype))
     extras = getattr(times, "extras", None) or {}
     return Prediction(df, summary, dict(extras))
 

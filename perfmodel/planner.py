@@ -17,18 +17,19 @@ Metrics of a configuration (one model replica on ``tp`` GPUs, ``batch`` sequence
   with ⌈target / throughput⌉ replicas, so GPUs = tp · replicas.
 - memory per GPU (weights and caches split over tp) must fit the device and the optional budget.
 Cheapest = fewest GPUs, then lowest price per hour (when the spec has ``price_per_hour_usd``), then the highest
-throughput.
+throughput. ``rank_by`` puts another figure first: cost per million tokens, energy per token (both from
+perfmodel/power.py; an option without the figure ranks last), throughput or TPOT.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from perfmodel.api import split_overrides
+from perfmodel.api import load_specs, split_overrides
 from perfmodel.errors import SpecError
 from perfmodel.specs.hardware import hardware_names, load_hardware
 from perfmodel.specs.scenario import DEFAULT_BITS, load_scenario
@@ -82,11 +83,41 @@ class Option:
     bound: str
     ok: bool
     reason: str
+    power_w: float | None = None
+    energy_per_token_j: float | None = None
+    cost_per_million_tokens_usd: float | None = None
 
-    def sort_key(self) -> tuple:
-        """Cheapest first: fewest GPUs, lowest price, highest throughput."""
+    def sort_key(self, rank_by: str = "gpus") -> tuple:
+        """Best first by ``rank_by`` (:data:`RANK_BY`), then fewest GPUs, lowest price, highest throughput;
+        a missing figure (no price, no TDP) ranks last."""
         price = self.price_per_hour_usd if self.price_per_hour_usd is not None else math.inf
-        return (self.gpus, price, -self.throughput_tokens_per_s)
+        cheapest = (self.gpus, price, -self.throughput_tokens_per_s)
+        first = {"gpus": (), "cost": (_or_inf(self.cost_per_million_tokens_usd),),
+                 "energy": (_or_inf(self.energy_per_token_j),), "throughput": (-self.throughput_tokens_per_s,),
+                 "tpot": (self.tpot_s,)}[rank_by]
+        return (*first, *cheapest)
+
+    def record(self) -> dict[str, Any]:
+        """The option as a row of the output vocabulary (perfmodel/schema.py, ``PLAN_ROW``)."""
+        from perfmodel.schema import PLAN_ROW, record
+
+        return record({"hardware": self.hardware, "gpus": self.gpus, "tensor_parallel": self.tp,
+                       "replicas": self.replicas, "batch": self.batch, "kv_cache.format": self.cache,
+                       "tpot_s": self.tpot_s, "ttft_s": self.ttft_s, "tokens_per_s": self.throughput_tokens_per_s,
+                       "tokens_per_s_per_user": self.tokens_per_s_per_user,
+                       "memory_total_bytes": self.memory_per_gpu_bytes, "memory_limit_bytes": self.memory_limit_bytes,
+                       "bound": self.bound, "power_w": self.power_w, "energy_per_token_j": self.energy_per_token_j,
+                       "price_per_hour_usd": self.price_per_hour_usd,
+                       "cost_per_million_tokens_usd": self.cost_per_million_tokens_usd, "ok": self.ok,
+                       "reason": self.reason}, PLAN_ROW)
+
+
+#: what ``plan`` can rank the options that meet the target by (``--rank-by``)
+RANK_BY = ("gpus", "cost", "energy", "throughput", "tpot")
+
+
+def _or_inf(value: float | None) -> float:
+    return math.inf if value is None or not math.isfinite(value) else value
 
 
 @dataclass(frozen=True)
@@ -99,10 +130,10 @@ class HardwarePlan:
     notes: dict[int, str] = field(default_factory=dict)  # per tp: why it was not chosen
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the best option, the per-tp notes and every option."""
-        return {"hardware": self.hardware, "best": asdict(self.best) if self.best else None,
+        """JSON-ready: the best option, the per-tp notes and every option, as rows of the output vocabulary."""
+        return {"hardware": self.hardware, "best": self.best.record() if self.best else None,
                 "why_not": {str(tp): note for tp, note in self.notes.items()},
-                "options": [asdict(o) for o in self.options]}
+                "options": [o.record() for o in self.options]}
 
 
 def planning_hardware() -> list[str]:
@@ -160,13 +191,19 @@ def _predict_table(hardware: str, model: str, scenario: str, cache: str, tps: Se
 
 def plan(model: str, scenario: str, target: Target, *, hardware: Sequence[str] | None = None,
          tps: Sequence[int] = TP_CHOICES, batches: Sequence[int] = BATCH_CHOICES,
-         caches: Sequence[str] = CACHE_CHOICES, overrides: Mapping[str, Any] | None = None) -> list[HardwarePlan]:
-    """For each device, the cheapest (tp, batch, cache) meeting ``target``, with every option's verdict.
+         caches: Sequence[str] = CACHE_CHOICES, overrides: Mapping[str, Any] | None = None,
+         rank_by: str = "gpus") -> list[HardwarePlan]:
+    """For each device, the best (tp, batch, cache) meeting ``target``, with every option's verdict.
 
     ``overrides`` are dotted ``predict --set`` keys applied to every configuration (``hardware.…`` keys change
     every device; "xF" multiplies the spec's value, e.g. ``{"hardware.memory.hbm.bandwidth_bytes_per_s": "x2"}``).
-    The result lists devices with a feasible option first, cheapest first.
+    ``rank_by`` (:data:`RANK_BY`) chooses what "best" means: fewest GPUs (the cheapest deployment, default), the
+    lowest cost per million tokens or energy per token, the highest throughput or the lowest TPOT.
+    The result lists devices with a feasible option first, best first.
     """
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by {rank_by!r}: expected one of {', '.join(RANK_BY)}")
+
     overrides = dict(overrides or {})
     for key in ("tensor_parallel", "batch", "kv_cache.format", "kv_cache.bits"):
         if key in overrides or f"scenario.{key}" in overrides:
@@ -181,15 +218,15 @@ def plan(model: str, scenario: str, target: Target, *, hardware: Sequence[str] |
     share = _first_token_share(_scenario_with(scenario, overrides))
     plans = []
     for hw_name in names:
-        hw = load_hardware(hw_name)
+        hw, m, _ = load_specs(hw_name, model, scenario, overrides)
         if hw.kind == "cpu":
             continue
         options: list[Option] = []
         for cache in caches:
             df = _predict_table(hw_name, model, scenario, cache, tps, batches, overrides)
-            options += _options(df, hw_name, hw, cache, target, share)
-        plans.append(_choose(hw_name, options))
-    return sorted(plans, key=lambda p: (p.best is None, p.best.sort_key() if p.best else (), p.hardware))
+            options += _options(df, hw_name, hw, cache, target, share, m.dtype)
+        plans.append(_choose(hw_name, options, rank_by))
+    return sorted(plans, key=lambda p: (p.best is None, p.best.sort_key(rank_by) if p.best else (), p.hardware))
 
 
 def _scenario_with(scenario: str, overrides: Mapping[str, Any]):
@@ -201,7 +238,10 @@ def _scenario_with(scenario: str, overrides: Mapping[str, Any]):
                                 for k, v in sc_o.items()})
 
 
-def _options(df: pd.DataFrame, hw_name: str, hw, cache: str, target: Target, share: float) -> list[Option]:
+def _options(df: pd.DataFrame, hw_name: str, hw, cache: str, target: Target, share: float,
+             dtype: str = "bf16") -> list[Option]:
+    from perfmodel.power import economics
+
     out = []
     for row in df.to_dict(orient="records"):
         tp, batch = int(row["tensor_parallel"]), int(row["batch"])
@@ -222,14 +262,20 @@ def _options(df: pd.DataFrame, hw_name: str, hw, cache: str, target: Target, sha
         if target.throughput_tokens_per_s is not None and throughput > 0:
             replicas = max(1, math.ceil(target.throughput_tokens_per_s / throughput - 1e-9))
         price = hw.price_per_hour_usd * tp * replicas if hw.price_per_hour_usd else None
+        money = economics(hw, flops=row["flops"], main_bytes=row["hbm_bytes"], latency_s=row["latency_s"],
+                          tokens_per_s=throughput, gpus=tp, dtype=dtype)
         out.append(Option(hw_name, tp, batch, cache, replicas, tp * replicas, float(tpot), float(ttft),
                           float(per_user), throughput * replicas, metrics["memory"], limit, price,
-                          str(row["bound"]), ok, reason))
+                          str(row["bound"]), ok, reason, money["power_w"], money["energy_per_token_j"],
+                          money["cost_per_million_tokens_usd"]))
     return out
 
 
-def _choose(hw_name: str, options: list[Option]) -> HardwarePlan:
-    feasible = sorted((o for o in options if o.ok), key=Option.sort_key)
+def _choose(hw_name: str, options: list[Option], rank_by: str = "gpus") -> HardwarePlan:
+    def key(o: Option) -> tuple:
+        return o.sort_key(rank_by)
+
+    feasible = sorted((o for o in options if o.ok), key=key)
     best = feasible[0] if feasible else None
     notes = {}
     for tp in sorted({o.tp for o in options}):
@@ -237,8 +283,9 @@ def _choose(hw_name: str, options: list[Option]) -> HardwarePlan:
         if best is not None and best.tp == tp:
             continue
         if any(o.ok for o in mine):
-            top = min((o for o in mine if o.ok), key=Option.sort_key)
-            notes[tp] = f"feasible but costlier: {top.gpus} GPUs at batch {top.batch} ({top.cache})"
+            top = min((o for o in mine if o.ok), key=key)
+            notes[tp] = (f"feasible but ranked lower by {rank_by}: {top.gpus} GPUs at batch {top.batch} "
+                         f"({top.cache})")
             continue
         broken = [o for o in mine if o.reason.startswith("cannot run")]
         fitting = [o for o in mine if not o.reason.startswith(("out of memory", "cannot run"))]
@@ -255,16 +302,10 @@ def _choose(hw_name: str, options: list[Option]) -> HardwarePlan:
 
 
 def plans_frame(plans: Sequence[HardwarePlan]) -> pd.DataFrame:
-    """One row per device: the chosen configuration and its metrics (empty columns where none meets the target)."""
-    rows = []
-    for p in plans:
-        b = p.best
-        rows.append({
-            "hardware": p.hardware, "gpus": b.gpus if b else None, "tp": b.tp if b else None,
-            "replicas": b.replicas if b else None, "batch": b.batch if b else None, "cache": b.cache if b else None,
-            "tpot_ms": b.tpot_s * 1e3 if b else None, "ttft_ms": b.ttft_s * 1e3 if b else None,
-            "tokens_per_s": b.throughput_tokens_per_s if b else None,
-            "memory_gb_per_gpu": b.memory_per_gpu_bytes / 1e9 if b else None,
-            "price_per_hour_usd": b.price_per_hour_usd if b else None, "bound": b.bound if b else None,
-        })
-    return pd.DataFrame(rows)
+    """One row per device: the chosen configuration as a row of the output vocabulary (``PLAN_ROW`` without
+    ``ok`` and ``reason``; empty where none meets the target)."""
+    from perfmodel.schema import PLAN_ROW
+
+    names = [n for n in PLAN_ROW if n not in ("ok", "reason")]
+    rows = [{n: p.best.record()[n] for n in names} if p.best else {"hardware": p.hardware} for p in plans]
+    return pd.DataFrame(rows, columns=names)

@@ -17,7 +17,9 @@ class Prediction:
     ``ops``: one row per op group (name, phase, shape segment) with per-instance ``flops``, ``bytes``,
     ``time_s`` and ``total_time_s`` = time_s × count, the bound, and bytes per memory level (``bytes_<level>``).
     ``summary``: latency_s, prefill_s, decode_s, tokens_per_s, steps, flops, hbm_bytes, arithmetic_intensity,
-    bound, memory {...}, and context (hardware, model, scenario, engine).
+    bound, memory {...}, power_w, energy_per_token_j, price_per_hour_usd, cost_per_million_tokens_usd
+    (perfmodel/power.py), and context (hardware, model, scenario, engine, batch, lengths, tensor_parallel).
+    :meth:`record` flattens it into the output vocabulary (perfmodel/schema.py) that every command prints.
     """
 
     ops: pd.DataFrame
@@ -46,9 +48,44 @@ class Prediction:
         agg["arithmetic_intensity"] = agg.total_flops / agg.total_bytes.where(agg.total_bytes > 0, np.nan)
         return agg[OP_COLUMNS].sort_values("time_s", ascending=False, kind="stable").reset_index(drop=True)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.summary)
+    def record(self) -> dict[str, Any]:
+        """The summary as one flat row of the output vocabulary (perfmodel/schema.py), in its order."""
+        from perfmodel import schema
+
+        s = self.summary
+        flat = {**s.get("context", {}), **{k: v for k, v in s.items() if k not in ("context", "memory")},
+                **{f"memory_{k}": v for k, v in s["memory"].items()},
+                **{f"bound_fraction_{k}": v for k, v in s.get("bound_fractions", {}).items()}}
+        names = []
+        for name in schema.SUMMARY:
+            if name == "bound_fraction_<resource>":
+                names += [f"bound_fraction_{k}" for k in s.get("bound_fractions", {})]
+            else:
+                names.append(name)
+        return schema.record(flat, names)
+
+    def op_rows(self, top: int | None = None) -> list[dict[str, Any]]:
+        """The op table (:meth:`op_table`, ``top`` rows) as rows of the output vocabulary: ``total_time_s`` is the
+        op's time over all its instances, ``latency_share`` its share of the latency."""
+        from perfmodel import schema
+
         ops = self.op_table()
-        out["ops"] = ops.replace({np.nan: None}).to_dict(orient="records")
-        out.update(self.extras)
+        if top is not None:
+            ops = ops.head(top)
+        latency = self.summary["latency_s"]
+        rows = []
+        for r in ops.itertuples():
+            rows.append(schema.record({
+                "op": r.name, "phase": r.phase, "kind": r.kind, "count": r.count, "flops": r.flops,
+                "bytes": r.bytes, "arithmetic_intensity": r.arithmetic_intensity, "total_time_s": r.time_s,
+                "latency_share": r.time_s / latency if latency else 0.0, "bound": r.bound}, schema.OP_ROW))
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``perfmodel predict --json`` prints: :meth:`record`, the ``ops`` (:meth:`op_rows`) and, from the
+        event engine, its per-op details under ``engine_details``."""
+        out = self.record()
+        out["ops"] = self.op_rows()
+        if self.extras:
+            out["engine_details"] = dict(self.extras)
         return out

@@ -9,8 +9,8 @@ common in units that do not depend on the device's size or speed, and re-applies
   the first cache and main memory); the attention mainloop's tensor fraction is kept relative to the GEMMs'
   (a device whose clock under load sits below its datasheet's slows both alike);
 - the fixed costs of launching kernels and of an attention call stay seconds (the software stack's);
-- the serial time of an attention tile is counted in main-memory round trips (a chain of dependent loads),
-  re-applied with the new device's latency;
+- the serial time of an attention tile, and of a row kernel's block, is counted in main-memory round trips (a
+  chain of dependent loads), re-applied with the new device's latency;
 - the bandwidth one attention CTA sustains is counted as the share of main memory that one CTA per SM streams
   (SMs × CTA bandwidth / memory bandwidth): a kernel keeps as many bytes in flight as the device it is tuned for
   needs to fill its memory pipe (Little's law: bandwidth × latency / SMs), so a device with more bandwidth per SM
@@ -145,6 +145,9 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
         v["prefill_attention_tile_rt"] = e.prefill_attention_tile_s / lat
     if e.attention_cta_bytes_per_s is not None:  # one CTA per SM streaming, as a fraction of main memory
         v["attention_cta_share"] = e.attention_cta_bytes_per_s * fig["units"] / fig["main_bandwidth_bytes_per_s"]
+    if e.row_kernel_s is not None:
+        v["row_kernel_rt"] = e.row_kernel_s / lat
+        v["kernel_floor_rt"] = e.kernel_floor_s / lat
     if e.energy_per_flop_j is not None:
         v["energy_per_flop_j"] = e.energy_per_flop_j
         v["power_window_s"] = e.power_window_s
@@ -170,6 +173,9 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
     out["memory"] = memory
     if "attention_tile_rt" in values:
         out["attention_tile_s"] = values["attention_tile_rt"] * lat
+    if "row_kernel_rt" in values:
+        out["row_kernel_s"] = values["row_kernel_rt"] * lat
+        out["kernel_floor_s"] = values.get("kernel_floor_rt", 0.0) * lat
     if "prefill_attention_tile_rt" in values:
         out["prefill_attention_tile_s"] = values["prefill_attention_tile_rt"] * lat
     if "attention_cta_share" in values:
@@ -267,15 +273,40 @@ def carry(hw: Hardware) -> Hardware:
     return hw.model_copy(update={"efficiency": eff})
 
 
+#: Terms a device's own calibration may lack (no dataset measured them there): taken by the rule from the devices
+#: that have them.
+COMPLETED = ("row_kernel_s", "kernel_floor_s")
+
+
+def _complete(hw: Hardware, sources: Sequence[Hardware]) -> Hardware:
+    """``hw`` with the terms of :data:`COMPLETED` its calibration lacks taken from ``sources`` by the rule."""
+    if hw.efficiency.row_kernel_s is not None:
+        return hw
+    donors = [s for s in sources if s.name != hw.name and s.efficiency.row_kernel_s is not None]
+    if not donors:
+        return hw
+    values, how = combine(hw, donors)
+    moved = realise(values, hw, attention_kernel(hw), "")
+    update = {k: getattr(moved, k) for k in COMPLETED}
+    note = f"{hw.efficiency.note}; row-kernel terms transferred ({how})"
+    return hw.model_copy(update={"efficiency": hw.efficiency.model_copy(update={**update, "note": note})})
+
+
 def resolve(hw: Hardware, sources: Sequence[Hardware] | Callable[[], Sequence[Hardware]]) -> Hardware:
     """``hw`` with the efficiency block the rule gives it (see the module docstring), transferred from the
-    calibrated GPUs ``sources`` (or a function returning them, called only when a transfer is needed:
+    calibrated GPUs ``sources`` (or a function returning them, called when the rule needs them:
     :func:`perfmodel.specs.hardware.load_hardware` passes the catalog's). A CPU, or a spec whose efficiency block
     is written by hand (no ``calibrated_for`` and a note other than the defaults'), is left as it is."""
     if hw.kind != "gpu":
         return hw
     if calibrated(hw):
-        return hw if is_own(hw) else carry(hw)
+        hw = hw if is_own(hw) else carry(hw)
+        return _complete(hw, _sources(sources))
     if hw.efficiency.model_fields_set - {"note", "attention_kernel"}:
         return hw  # an efficiency block written by hand: the user's numbers
-    return transfer(hw, sources() if callable(sources) else sources)
+    sources = _sources(sources)
+    return _complete(transfer(hw, sources), sources)
+
+
+def _sources(sources: Sequence[Hardware] | Callable[[], Sequence[Hardware]]) -> Sequence[Hardware]:
+    return sources() if callable(sources) else sources

@@ -183,16 +183,21 @@ def test_sparse_attention_reads_less_than_dense_at_long_context():
 
 
 def test_predict_json_fields(capsys):
+    from perfmodel import schema
+
     assert main(["predict", "--hardware", "h100-sxm", "--model", "llama-3.1-8b", "--scenario", "arm",
                  "--set", "batch=8", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     for key in ("latency_s", "prefill_s", "decode_s", "tokens_per_s", "steps", "flops", "hbm_bytes",
-                "arithmetic_intensity", "bound", "memory", "ops"):
+                "arithmetic_intensity", "bound", "memory_weights_bytes", "memory_cache_bytes",
+                "memory_activation_bytes", "memory_total_bytes", "memory_capacity_bytes", "memory_fits", "power_w",
+                "energy_per_token_j", "cost_per_million_tokens_usd", "ops"):
         assert key in data
-    for key in ("weights_bytes", "cache_bytes", "activation_bytes", "total_bytes", "capacity_bytes", "fits"):
-        assert key in data["memory"]
+    assert all(schema.lookup(key) is not None for key in data)  # one vocabulary (perfmodel/schema.py)
+    assert isinstance(data["steps"], int) and isinstance(data["batch"], int)  # counts are integers
+    assert data["cost_per_million_tokens_usd"] is None  # the H100 spec cites no price
     op = data["ops"][0]
-    assert set(op) >= {"name", "kind", "phase", "count", "flops", "bytes", "arithmetic_intensity", "time_s", "bound"}
+    assert list(op) == list(schema.OP_ROW)
     assert data["latency_s"] == pytest.approx(data["prefill_s"] + data["decode_s"])
 
 
@@ -227,7 +232,9 @@ def test_predict_op_matches_gemm_formula():
 def test_predict_writes_a_chrome_trace(tmp_path, capsys):
     path = tmp_path / "trace.json"
     assert main(["predict", "--scenario", "block-dlm", "--model", "llada-8b", "--trace", str(path), "--json"]) == 0
-    events = json.loads(path.read_text())
-    kernels = [e for e in events if e["ph"] == "X" and not e["name"].startswith("launch")]
+    events = json.loads(path.read_text())["traceEvents"]
+    kernels = [e for e in events if e["ph"] == "X" and e["pid"] == 0 and not e["name"].startswith("launch")]
     assert {"layer.qkv_proj", "layer.attention", "lm_head"} <= {e["name"] for e in kernels}
     assert all(e["dur"] > 0 and e["ts"] >= 0 for e in kernels)
+
+

@@ -22,7 +22,7 @@ def test_models_show_json_has_derived_parameter_count(capsys):
 def test_lists_are_tables(capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert "llama-3.1-8b" in out and "params_b" in out
+    assert "llama-3.1-8b" in out and "parameters" in out
     assert main(["hardware", "list", "--json"]) == 0
     assert any(r["name"] == "h100-sxm" for r in json.loads(capsys.readouterr().out))
 

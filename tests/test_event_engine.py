@@ -227,8 +227,23 @@ def test_small_ops_are_dominated_by_launch_latency():
     roofline = sum(op.bytes for op in small) / hbm_bw
     assert tl.end > 50 * roofline
     fixed = H100.efficiency.launch_s + H100.memory["hbm"].latency_s  # launch, then one round trip to HBM
-    assert tl.end == pytest.approx(len(small) * fixed, rel=0.1)
-    assert _busy_fraction(tl) < 0.25  # the SMs sit idle through every launch gap
+    # the norms are row kernels (one block per token): one block's chain on top of the launch
+    norms = sum(op.kind == "norm" for op in small)
+    assert tl.end == pytest.approx(len(small) * fixed + norms * H100.efficiency.row_kernel_s, rel=0.1)
+    plain = simulate_ops([op for op in small if op.kind != "norm"], H100)
+    assert _busy_fraction(plain) < 0.25  # the SMs sit idle through every launch gap
+
+
+def test_row_kernels_run_in_waves_of_resident_blocks():
+    """An RMSNorm over 4096 tokens of 4096 on an H100: one block of 1024 threads per token, two resident per SM
+    (2048 threads), so 4096 / 264 -> 16 waves of one block's time; the analytic engine counts the same waves."""
+    op = ops.norm("n", 4096, 4096, "fp16")
+    k = event.kernel_for(op, H100)
+    assert k.tile_count == 4096 and k.occupancy == 2
+    waves = 16 * H100.efficiency.row_kernel_s
+    an = analytic.time_ops([op], H100)
+    assert float(an.compute[0]) == pytest.approx(waves, rel=1e-9)
+    assert float(time_ops([op], H100).time[0]) == pytest.approx(float(an.time[0]), rel=0.05)
 
 
 def test_two_streams_share_bandwidth_not_multiply_it():

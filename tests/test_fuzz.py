@@ -184,7 +184,7 @@ def test_tables_validate_or_name_the_column(tmp_path, m, heads, kv_heads, t, tor
     assert seconds < LIMIT_S
     if code == 0:
         errors = json.loads(out)
-        assert errors["overall"]["n"] >= 1
+        assert errors["overall"]["rows"] >= 1
     else:
         _clean_error(err)
         assert "column '" in err or "no measured rows" in err

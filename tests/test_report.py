@@ -23,6 +23,7 @@ from perfmodel.report.capacity import largest_batch
 from perfmodel.report.context import Context
 from perfmodel.report.document import fmt
 from perfmodel.report.methods import steps_overrides
+from perfmodel.schema import lookup
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -203,33 +204,34 @@ def test_markdown_numbers_match_the_prediction(built):
     md = built.report_md.read_text()
     row = next(line for line in md.splitlines() if line.startswith("| ARM | h100-sxm |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert fmt(pred["latency_s"] * 1e3) in cells
+    assert fmt(pred["latency_s"]) in cells
     assert fmt(pred["tokens_per_s"]) in cells
-    assert fmt(pred["time_per_step_s"] * 1e3) in cells
+    assert fmt(pred["time_per_step_s"]) in cells
+    assert fmt(pred["energy_per_token_j"]) in cells  # energy per token in the default report
     table = pd.read_csv(built.out_dir / "tables" / "breakdown.csv")
-    arm = table[(table.method == "ARM") & (table.device == "h100-sxm")].iloc[0]
-    assert arm["latency (ms)"] == pytest.approx(pred["latency_s"] * 1e3, rel=1e-12)
-    classes = [c for c in table.columns if c.endswith("(ms)") and c.split(" (")[0] in
-               ("gemm", "attention", "norm/elementwise", "other")]
-    assert arm[classes].sum() == pytest.approx(arm["step (ms)"], rel=1e-9)
+    arm = table[(table.configuration == "ARM") & (table.hardware == "h100-sxm")].iloc[0]
+    assert arm["latency_s"] == pytest.approx(pred["latency_s"], rel=1e-12)
+    classes = [f"{c}_time_per_step_s" for c in ("gemm", "attention", "norm_elementwise", "other")]
+    assert arm[classes].sum() == pytest.approx(arm["time_per_step_s"], rel=1e-9)
+    assert all(lookup(c) is not None for c in table.columns)  # every column is a field of the vocabulary
 
 
 def test_derived_device_is_predicted_with_its_overrides(built):
     table = pd.read_csv(built.out_dir / "tables" / "roofline_ridges.csv")
-    hbm = table[table.level == "HBM"].set_index("device")
-    assert hbm.loc["h100-2x-hbm", "bandwidth (TB/s)"] == pytest.approx(6.7)
-    assert hbm.loc["h100-sxm", "bandwidth (TB/s)"] == pytest.approx(3.35)
-    arm = pd.read_csv(built.out_dir / "tables" / "breakdown.csv").set_index(["method", "device"])
-    assert arm.loc[("ARM", "h100-2x-hbm"), "step (ms)"] < arm.loc[("ARM", "h100-sxm"), "step (ms)"]
+    hbm = table[table.level == "hbm"].set_index("hardware")
+    assert hbm.loc["h100-2x-hbm", "bandwidth_bytes_per_s"] == pytest.approx(6.7e12)
+    assert hbm.loc["h100-sxm", "bandwidth_bytes_per_s"] == pytest.approx(3.35e12)
+    arm = pd.read_csv(built.out_dir / "tables" / "breakdown.csv").set_index(["configuration", "hardware"])
+    assert arm.loc[("ARM", "h100-2x-hbm"), "time_per_step_s"] < arm.loc[("ARM", "h100-sxm"), "time_per_step_s"]
 
 
 def test_crossover_is_where_the_diffusion_latency_meets_arm(built):
     cross = pd.read_csv(built.out_dir / "tables" / "methods_crossover.csv")
-    row = cross[(cross.device == "h100-sxm") & (cross.method == "DLM")].iloc[0]
-    steps = math.floor(row["crossover (steps)"])
+    row = cross[(cross.hardware == "h100-sxm") & (cross.configuration == "DLM")].iloc[0]
+    steps = math.floor(row["crossover_steps"])
     below = predict("h100-sxm", "llada-8b", "dlm", {"steps": steps})["latency_s"]
     above = predict("h100-sxm", "llada-8b", "dlm", {"steps": steps + 1})["latency_s"]
-    assert below <= row["reference latency (s)"] < above
+    assert below <= row["reference_latency_s"] < above
 
 
 def test_steps_overrides_for_block_methods():
@@ -251,12 +253,12 @@ def test_largest_batch_fits_and_the_next_does_not(review_file):
 
 def test_validation_error_table_by_kind(built):
     errors = pd.read_csv(built.out_dir / "tables" / "validation_errors.csv")
-    assert set(errors["op kind"]) == {"gemm", "attention"}
+    assert set(errors["kind"]) == {"gemm", "attention"}
     assert (errors.rows == 3).all()
     rows = pd.read_csv(built.out_dir / "tables" / "validation_rows.csv")
     ape = ((rows.predicted_s - rows.measured_s).abs() / rows.measured_s * 100)
-    gemm = errors.set_index("op kind").loc["gemm"]
-    assert gemm["median APE (%)"] == pytest.approx(ape[rows.op == "gemm"].median())
+    gemm = errors.set_index("kind").loc["gemm"]
+    assert gemm["median_ape_pct"] == pytest.approx(ape[rows.op == "gemm"].median())
 
 
 def test_validation_without_the_validation_package(review_file, monkeypatch):
@@ -265,7 +267,7 @@ def test_validation_without_the_validation_package(review_file, monkeypatch):
     review, base = load_review(review_file)
     section = report_validation.build(Context.from_review(review, base))
     errors = section.tables[0].frame
-    assert set(errors["op kind"]) == {"gemm", "attention"} and (errors.rows == 3).all()
+    assert set(errors["kind"]) == {"gemm", "attention"} and (errors.rows == 3).all()
     assert any("predict_op" in p for p in section.paragraphs)
 
 
@@ -275,7 +277,8 @@ def test_fmt():
     assert fmt(0.1) == "0.1"
     assert fmt(32768.0) == "32768"
     assert fmt(9.894e14) == "9.894e+14"
-    assert fmt(True) == "yes" and fmt(float("nan")) == "–"
+    assert fmt(True) == "yes" and fmt(float("nan")) == "-" and fmt(None) == "-"
+    assert fmt(255.0) == "255"  # a whole count prints as an integer
 
 
 # -- review files ---------------------------------------------------------------------------------------------

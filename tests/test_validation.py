@@ -38,7 +38,7 @@ def test_public_table_predictions_are_finite_and_ranked(h100_table):
     assert np.isfinite(pred.predicted_s).all() and (pred.predicted_s > 0).all()
     errors = summarize_errors(pred)
     for scope in [errors["overall"], *errors["by_op"].values()]:
-        assert set(scope) == {"n", "median_ape_pct", "p90_ape_pct", "spearman"}
+        assert set(scope) == {"rows", "median_ape_pct", "p90_ape_pct", "spearman"}
         assert scope["spearman"] > 0.9  # the model orders kernels by duration
     assert set(errors["by_op"]) == {"gemm", "attention"}
 
@@ -67,7 +67,7 @@ def test_validate_command_writes_outputs(h100_table, tmp_path, capsys):
     out = tmp_path / "val"
     assert main(["validate", str(table), "--out", str(out), "--json"]) == 0
     errors = json.loads(capsys.readouterr().out)
-    assert errors["overall"]["n"] == 300
+    assert errors["overall"]["rows"] == 300
     assert (out / "predictions.csv").is_file() and (out / "scatter.png").stat().st_size > 0
     assert json.loads((out / "errors.json").read_text())["by_op"]
 
@@ -77,7 +77,7 @@ def test_validate_event_engine_on_a_sample(h100_table, tmp_path, capsys):
     h100_table.sample(n=40, random_state=2).to_parquet(table)
     assert main(["validate", str(table), "--engine", "event", "--json"]) == 0
     errors = json.loads(capsys.readouterr().out)
-    assert errors["engine"] == "event" and errors["overall"]["n"] == 40
+    assert errors["engine"] == "event" and errors["overall"]["rows"] == 40
     assert errors["overall"]["median_ape_pct"] < 100
 
 
@@ -96,7 +96,7 @@ def test_cpu_loop_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     assert main(["validate", str(table), "--json"]) == 0
     errors = json.loads(capsys.readouterr().out)
-    assert errors["overall"]["n"] > 0
+    assert errors["overall"]["rows"] > 0
     for stats in errors["by_op"].values():
         assert math.isfinite(stats["median_ape_pct"]) and stats["median_ape_pct"] >= 0
 

@@ -15,6 +15,10 @@ reuse footprint is reconstructed from its ``source``:
   a 96 MB L2 against 864 GB/s of GDDR6).
 - anything else (whole-model profiles: vidur, LLMServingSim, LLMCompass, ncu): cold, served by main memory.
 
+Profiler-timed rows (vidur, LLMServingSim, ncu, perfmodel's ``:profiler`` rows) are kernel durations: the launch
+cost (``efficiency.launch_s``, fit on CUDA-graph replays, where it also covers the gap between kernels) is left
+out of their prediction, once per kernel, down to the shortest kernel a profiler shows (``kernel_floor_s``).
+
 An aiconfigurator fp8 GEMM row times vLLM's fp8 linear layer with a static activation scale: a quantisation
 kernel of its bf16 input, then the fp8 GEMM writing bf16 (both predicted).
 
@@ -40,6 +44,25 @@ from perfmodel.specs.hardware import Hardware, load_hardware
 from perfmodel.specs.model import bytes_per_element
 
 _ROT = re.compile(r"rot=(\d+)")
+
+
+#: Datasets timed by a profiler (kernel durations, launch gaps left out): vidur and LLMServingSim (torch profiler),
+#: Nsight Compute exports; perfmodel's own profiler rows end in ":profiler".
+KERNEL_TIMED = ("vidur", "llmservingsim", "ncu")
+
+
+def kernel_timed_source(source: str) -> bool:
+    """Whether a row's time is a profiler's kernel duration (no launch gap) rather than a wall-clock or CUDA-graph
+    replay time per call."""
+    return source.startswith(KERNEL_TIMED) or source.endswith(":profiler")
+
+
+def kernel_durations(times, row: list[Op], hw: Hardware, n: int) -> np.ndarray:
+    """What a profiler reports for a row's kernels: each kernel's time without the launch gap, at least the
+    shortest kernel the profiler shows (``efficiency.kernel_floor_s``), summed."""
+    per_kernel = np.asarray(times.time, dtype=float).reshape(len(row), -1)
+    per_kernel = np.broadcast_to(per_kernel, (len(row), n))
+    return np.maximum(per_kernel - hw.efficiency.launch_s, hw.efficiency.kernel_floor_s).sum(axis=0)
 
 
 def reuse_factor(source: str, op: str) -> float:
@@ -178,6 +201,10 @@ def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, e
         times = timer(row, hw)
         res["predicted_s"] = np.asarray(times.time, dtype=float).reshape(len(row), -1).sum(axis=0)
         res["bound"] = np.asarray(times.bound, dtype=object).reshape(len(row), -1)[0]
+        # A profiler's kernel durations leave out the gap between kernels that the launch cost includes
+        kernel_timed = np.array([kernel_timed_source(str(x)) for x in df["source"]])
+        if kernel_timed.any():
+            res["predicted_s"] = np.where(kernel_timed, kernel_durations(times, row, hw, len(df)), res["predicted_s"])
         res["flops"] = np.broadcast_to(np.asarray(op.flops, dtype=float), (len(df),))
         res["bytes"] = np.broadcast_to(np.asarray(op.bytes, dtype=float), (len(df),))
         res["predicted_hardware"] = hw.name
@@ -217,18 +244,17 @@ class ErrorStats:
     spearman: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "median_ape_pct": self.median_ape_pct, "p90_ape_pct": self.p90_ape_pct,
+        return {"rows": self.n, "median_ape_pct": self.median_ape_pct, "p90_ape_pct": self.p90_ape_pct,
                 "spearman": self.spearman}
 
 
 def error_stats(df: pd.DataFrame) -> ErrorStats:
-    from scipy.stats import spearmanr
-
     n = len(df)
     if n == 0:
         return ErrorStats(0, float("nan"), float("nan"), float("nan"))
     ape = df.ape_pct.to_numpy()
-    rho = float(spearmanr(df.predicted_s, df.measured_s).statistic) if n > 2 else float("nan")
+    # Spearman's rho: the Pearson correlation of the ranks (ties share their average rank, as in scipy's spearmanr)
+    rho = float(df.predicted_s.rank().corr(df.measured_s.rank())) if n > 2 else float("nan")
     return ErrorStats(n, float(np.median(ape)), float(np.percentile(ape, 90)), rho)
 
 

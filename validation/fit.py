@@ -231,6 +231,43 @@ def fit_efficiency(table: pd.DataFrame, hardware: str | Hardware, engine: str = 
     return fitted, report
 
 
+#: Row kernels (one block per token: norms, activations, rotary) in one wave: every block runs at once, so the
+#: time is one block's chain (``row_kernel_s``). From a profiler's per-kernel timings (vidur's rows).
+ROW_SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
+    "row_one_wave": lambda t: ((t.op == "norm") | ((t.op == "elementwise") & t.variant.isin(["silu_mul", "rope"])))
+    & (t.m <= 64),
+    "profiled_tiny": lambda t: (t.op == "elementwise") & (t.variant == "add") & (t.m <= 16),
+}
+
+
+def fit_row_kernels(table: pd.DataFrame, hardware: Hardware) -> tuple[Hardware, dict[str, Any]]:
+    """Fit ``efficiency.row_kernel_s`` and ``kernel_floor_s`` of ``hardware`` on the profiled one-wave row-kernel
+    rows and tiny adds of ``table`` (its own device's), the rest of the block held; returns the updated spec and a
+    report."""
+    from scipy.optimize import least_squares
+
+    from perfmodel.validation.compare import predict_table
+
+    mine = _rows_of(table, hardware, hardware)
+    rows = mine[calibration_mask(mine, ROW_SUBSETS)]
+    if rows.empty:
+        raise ValueError(f"no one-wave row-kernel rows for {hardware.name!r} (subsets {', '.join(ROW_SUBSETS)})")
+
+    def with_block(x) -> Hardware:
+        return hardware.model_copy(update={"efficiency": hardware.efficiency.model_copy(
+            update={"row_kernel_s": float(x[0]), "kernel_floor_s": float(x[1])})})
+
+    def residuals(x):
+        pred = predict_table(rows, with_block(x))
+        return np.log(np.maximum(pred.predicted_s.to_numpy(), 1e-9) / pred.measured_s.to_numpy())
+
+    res = least_squares(residuals, np.array([3e-6, 1e-6]), bounds=([1e-8, 0.0], [50e-6, 20e-6]),
+                        x_scale=[1e-6, 1e-6], diff_step=1e-3)
+    return with_block(res.x), {"hardware": hardware.name, "rows": int(len(rows)), "row_kernel_s": float(res.x[0]),
+                               "kernel_floor_s": float(res.x[1]),
+                               "rms_log_error": float(np.sqrt(np.mean(res.fun ** 2)))}
+
+
 def efficiency_block(hw: Hardware, report: dict[str, Any]) -> str:
     """The fitted efficiency block of ``hw`` as YAML text for its catalog file: the fitted numbers (a term with no
     rows to fit it is left out, so that the transfer rule's or the schema's default applies), the attention
@@ -251,6 +288,9 @@ def efficiency_block(hw: Hardware, report: dict[str, Any]) -> str:
     for name, subset in optional.items():
         if counts.get(subset):
             block[name] = float(f"{e[name]:.4g}")
+    if eff.row_kernel_s:
+        block["row_kernel_s"] = float(f"{eff.row_kernel_s:.4g}")
+        block["kernel_floor_s"] = float(f"{eff.kernel_floor_s:.4g}") if eff.kernel_floor_s >= 1e-12 else 0.0
     block["calibrated_for"] = {k: float(f"{v:.6g}") for k, v in (eff.calibrated_for or {}).items()}
     block["note"] = eff.note
     return yaml.safe_dump({"efficiency": block}, sort_keys=False, width=10_000)

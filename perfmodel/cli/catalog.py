@@ -19,7 +19,51 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp.add_argument("name", metavar="NAME", help="catalog name or path to a YAML file")
         sp.add_argument("--json", action="store_true", help="print machine-readable JSON")
         sp.set_defaults(func=_show, kind=kind)
+        if kind == "models":
+            ip = actions.add_parser(
+                "import", help="convert a Hugging Face config.json into a model YAML with its sources",
+                description="Read a Hugging Face config.json as published (Llama, Mistral, Qwen2, Qwen3, LLaDA, "
+                            "Dream) and write the model YAML perfmodel reads: the fields that change cost, the "
+                            "ones the architecture implies, and a source citing the config. Fields that do not "
+                            "change cost are ignored with a note. Any command's --model also takes the "
+                            "config.json itself.")
+            ip.add_argument("config", metavar="CONFIG.json", help="a Hugging Face config.json")
+            ip.add_argument("-o", "--output", metavar="FILE.yaml",
+                            help="model YAML to write (default: print it)")
+            ip.set_defaults(func=_import_config)
         p.set_defaults(func=lambda args, p=p: (p.print_help(), 2)[1])
+
+
+def _import_config(args: argparse.Namespace) -> int:
+    """Write (or print) the model YAML of a config.json, after checking that it loads as a model spec."""
+    import sys
+
+    import yaml
+
+    from perfmodel.specs.hf_config import load_config
+    from perfmodel.specs.model import load_model
+
+    import warnings
+
+    from perfmodel.specs.hf_config import ConfigNote
+
+    data = load_config(args.config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigNote)  # noted once, above
+        model = load_model(args.config)  # the same checks any command applies to it
+    data["sources"]["imported"] = f"perfmodel models import {args.config}"
+    head = ("name", "hf_id", "description", "sources")
+    data = {**{k: data[k] for k in head if k in data}, **{k: v for k, v in data.items() if k not in head}}
+    text = (f"# {model.name}: imported from {args.config} by perfmodel models import; "
+            f"{model.parameters / 1e9:.2f}B parameters derived\n") + yaml.safe_dump(data, sort_keys=False)
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    from perfmodel.files import write_atomic
+
+    write_atomic(args.output, text)
+    print(f"wrote {args.output} ({model.name}); use it with --model {args.output}", file=sys.stderr)
+    return 0
 
 
 def _loader(kind: str):

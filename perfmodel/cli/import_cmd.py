@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     n = p.add_argument_group("ncu options (the shape every kernel takes, or --shapes)")
     n.add_argument("--op", choices=["gemm", "attention", "norm", "elementwise", "embedding"], help="op kind")
     n.add_argument("--dtype", help="bf16, fp16, fp8 or fp32")
-    n.add_argument("--hardware", help="catalog name of the profiled GPU, e.g. h100-sxm")
+    n.add_argument("--hardware", metavar="HARDWARE", help="catalog name of the profiled GPU, e.g. h100-sxm")
     n.add_argument("--variant", help="norm / elementwise operation, e.g. rmsnorm, silu_mul")
     for dim in SHAPE_OPTIONS:
         n.add_argument(f"--{dim.replace('_', '-')}", dest=dim, type=int, metavar="N", help=f"shape column {dim}")
@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         from perfmodel.validation.table import append_rows, summarize, table_format, write_table
 
         table_format(args.output)
+        from perfmodel.extras import require_parquet
+
+        require_parquet(args.output, "perfmodel import -o")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SkippedInput)
             data = import_source(args.source, args.path, **_options(args))
@@ -113,9 +116,8 @@ def run(args: argparse.Namespace) -> int:
         print_json({"source": args.source, "path": args.path, "output": args.output, "appended": args.append,
                     "rows": len(data), "groups": groups, "skipped": skipped})
         return 0
-    headers = ["hardware", "op", "dtype", "variant", "rows", "min_ms", "median_ms", "max_ms"]
-    rows = [[g["hardware"], g["op"], g["dtype"], g["variant"] or "-", g["rows"],
-             *(f"{g[key] * 1e3:.4g}" for key in ("min_s", "median_s", "max_s"))] for g in groups]
+    headers = ["hardware", "op", "dtype", "variant", "rows", "min_s", "median_s", "max_s"]
+    rows = [[g[h] for h in headers] for g in groups]
     print(table(rows, headers))
     print(f"{len(data)} rows {'appended to' if args.append else 'written to'} {args.output}")
     return 0

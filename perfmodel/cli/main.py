@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # SpecError, UnknownNameError and every entry point's input check
         print(f"perfmodel: error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:  # an optional library of an extra that is not installed
+        from perfmodel.extras import HINT
+
+        print(f"perfmodel: error: {exc}; {HINT}", file=sys.stderr)
+        return 2
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             return 0

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--suite", choices=["tiny", "quick", "full"], default="quick",
                    help="tiny (seconds), quick (1-2 minutes on a 2-core CPU, default) or full (10+ minutes)")
     m.add_argument("-o", "--output", required=True, metavar="TABLE", help="measurement table: .parquet or .csv")
-    m.add_argument("--hardware", help="spec the rows are predicted with: catalog name or calibrated YAML "
+    m.add_argument("--hardware", metavar="HARDWARE", help="spec the rows are predicted with: catalog name or calibrated YAML "
                                       "(default cpu-generic for --device cpu; required for cuda)")
     m.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip shapes already in the table (default); --no-resume replaces the table")
@@ -70,6 +70,9 @@ def _device_error(exc: Exception) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    from perfmodel.extras import require
+
+    require("torch", "measure", "perfmodel calibrate")
     from perfmodel.cli.output import print_json, table
     from perfmodel.validation import calibrate as cal
     from perfmodel.validation.microbench import DeviceUnavailable
@@ -91,13 +94,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
                     "bandwidth_bytes_per_s": result.bandwidth, "matmul_flops": result.flops,
                     "launch_s": result.launch_s, "efficiency": eff.model_dump(mode="json")})
         return 0
-    rows = [[lv, hw.level_capacity_bytes(lv) / 2 ** 20, result.bandwidth[lv] / 1e9 if lv in result.bandwidth else None,
-             hw.memory[lv].bandwidth_bytes_per_s / 1e9, eff.memory_fraction(lv)] for lv in hw.memory]
-    print(table(rows, ["level", "capacity_MiB", "measured_GB/s", "nominal_GB/s", "efficiency"]))
+    rows = [[lv, hw.level_capacity_bytes(lv), result.bandwidth.get(lv), hw.memory[lv].bandwidth_bytes_per_s,
+             eff.memory_fraction(lv)] for lv in hw.memory]
+    print(table(rows, ["level", "capacity_bytes", "measured_bandwidth_bytes_per_s", "bandwidth_bytes_per_s",
+                       "efficiency"]))
     print()
-    rows = [[dt, rate / 1e9, hw.compute.peak_flops(dt, "vector" if dt == "fp32" else "tensor") / 1e9]
+    rows = [[dt, rate, hw.compute.peak_flops(dt, "vector" if dt == "fp32" else "tensor")]
             for dt, rate in result.flops.items()]
-    print(table(rows, ["matmul", "measured_GFLOP/s", "nominal_GFLOP/s"]))
+    print(table(rows, ["dtype", "measured_flops_per_s", "peak_flops"]))
     print(f"\nefficiency: tensor {eff.tensor:.3f}, vector {eff.vector:.3f}, launch {eff.launch_s * 1e6:.2f} us, "
           f"attention overhead {eff.attention_overhead_s * 1e6:.2f} us")
     if eff.gemm_half_rows or eff.exps_per_s:
@@ -137,6 +141,9 @@ def _check_threads(args: argparse.Namespace) -> None:
 
 
 def run_measure(args: argparse.Namespace) -> int:
+    from perfmodel.extras import require
+
+    require("torch", "measure", "perfmodel measure")
     from perfmodel.cli.output import print_json
     from perfmodel.validation import measure as ms
     from perfmodel.validation import microbench as mb

@@ -6,6 +6,8 @@ import math
 import sys
 from typing import Any, Iterable, Sequence
 
+from perfmodel.schema import fmt
+
 
 def _clean(obj: Any) -> Any:
     """JSON-ready copy: numpy scalars to Python, NaN/inf to None."""
@@ -25,25 +27,9 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "-"
-        if v == 0:
-            return "0"
-        if abs(v) >= 1e5 or abs(v) < 1e-3:
-            return f"{v:.3g}"
-        return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 100 else f"{v:,.1f}"
-    return str(v)
-
-
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
-    """A plain aligned text table (numbers right-aligned)."""
-    body = [[_fmt(v) for v in row] for row in rows]
+    """A plain aligned text table (numbers right-aligned), every value rounded by :func:`perfmodel.schema.fmt`."""
+    body = [[fmt(v) for v in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in body:
         widths = [max(w, len(c)) for w, c in zip(widths, row)]
@@ -62,4 +48,4 @@ def _is_num(s: str) -> bool:
         float(s.replace(",", ""))
         return True
     except ValueError:
-        return s == "-"
+        return s in ("-", "inf", "-inf")

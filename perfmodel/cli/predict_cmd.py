@@ -5,16 +5,8 @@ import argparse
 import sys
 
 
-def _set_pairs(values: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            from perfmodel.errors import SpecError
-
-            raise SpecError("--set", item, item, "KEY=VALUE with a dotted KEY, e.g. batch=8 or kv_cache.bits=4")
-        out[key.strip()] = value.strip()
-    return out
+from perfmodel.cli.options import (add_engine, add_hardware, add_json, add_model, add_scenario, add_set,
+                                   set_pairs as _set_pairs)
 
 
 def _scenario_epilog() -> str:
@@ -28,9 +20,9 @@ def _scenario_epilog() -> str:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hardware", default="h100-sxm", help="catalog name or YAML path (default h100-sxm)")
-    p.add_argument("--engine", choices=["analytic", "event"], default="analytic", help="timing engine (default analytic)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_hardware(p)
+    add_engine(p)
+    add_json(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,13 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Predict one model + scenario on one device.", epilog=_scenario_epilog(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
-    p.add_argument("--model", default="llama-3.1-8b", help="catalog name or YAML path (default llama-3.1-8b)")
-    p.add_argument("--scenario", default="arm", help="catalog name or YAML path (default arm)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field (repeatable), see below")
+    add_model(p)
+    add_scenario(p)
+    add_set(p, "; fields below")
     p.add_argument("--top", type=int, default=10, help="ops shown in the table (default 10)")
     p.add_argument("--trace", metavar="FILE.json",
-                   help="also write a Chrome-trace timeline (Perfetto / chrome://tracing) of one instance of each "
-                        "distinct kernel of the middle generation step, simulated by the event engine")
+                   help="also write a Chrome-trace timeline (Perfetto / chrome://tracing) of a whole generation "
+                        "step simulated by the event engine: every kernel by name, streams as threads, counters "
+                        "of bytes in flight per memory level")
+    p.add_argument("--trace-steps", metavar="N|FIRST:LAST",
+                   help="generation steps to trace, 0-based (default: the middle step; FIRST: to the last)")
     p.set_defaults(func=run_predict)
 
     o = sub.add_parser("op", help="time one kernel (gemm or attention)", description="Time one op on one device.")
@@ -70,55 +65,74 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("compare", help="one table over several scenarios, models, hardware and batch sizes",
                        description="Compare scenarios side by side (every combination of the lists given).")
-    c.add_argument("--hardware", nargs="+", default=["h100-sxm"], help="catalog names or YAML paths")
-    c.add_argument("--model", nargs="+", default=None,
-                   help="models (default: llama-3.1-8b for arm-based scenarios, llada-8b for diffusion ones)")
-    c.add_argument("--scenario", nargs="+", default=["arm", "dlm", "block-dlm"], help="scenarios")
-    c.add_argument("--batch", nargs="+", type=int, default=[1], help="batch sizes, e.g. 1 8 32 128")
-    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override applied to every row")
-    c.add_argument("--engine", choices=["analytic", "event"], default="analytic")
-    c.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_hardware(c, many=True, default=["h100-sxm"])
+    add_model(c, many=True, default=None, helptext="catalog names, model YAML paths or Hugging Face config.json "
+                                                   "files (default: llama-3.1-8b for arm-based scenarios, llada-8b "
+                                                   "for diffusion ones)")
+    add_scenario(c, many=True, default=["arm", "dlm", "block-dlm"])
+    c.add_argument("--batch", nargs="+", type=int, default=[1], metavar="N", help="batch sizes, e.g. 1 8 32 128")
+    add_set(c, "; applied to every row")
+    add_engine(c)
+    add_json(c)
     c.set_defaults(func=run_compare)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from perfmodel.api import predict
     from perfmodel.cli.output import print_json, table
-    from perfmodel.units import format_si
 
     overrides = _set_pairs(args.set)
     if args.trace:
         _check_output_file("--trace", args.trace)
+        steps = _step_range(args.trace_steps)
     pred = predict(args.hardware, args.model, args.scenario, overrides, engine=args.engine)
     if args.trace:
-        n = _write_trace(args, overrides)
-        print(f"wrote {n} trace events to {args.trace}", file=sys.stderr)
+        from perfmodel.trace import write_trace
+
+        written = write_trace(args.trace, args.hardware, args.model, args.scenario, overrides, steps)
+        print(f"wrote {written.events} trace events ({written.kernels} kernels of {written.steps} step(s), "
+              f"{written.seconds * 1e3:.3g} ms simulated) to {args.trace}", file=sys.stderr)
     if args.json:
         print_json(pred.to_dict())
         return 0
-    s = pred.summary
-    ctx = s["context"]
-    mem = s["memory"]
-    print(f"{ctx['model']} · {ctx['scenario']} ({ctx['method']}) on {ctx['hardware']} · batch {ctx['batch']}, "
-          f"prompt {ctx['prompt_len']}, generate {ctx['gen_len']} · {ctx['engine']} engine")
-    print(f"  latency        {format_si(s['latency_s'], 's')}  (prefill {format_si(s['prefill_s'], 's')}, "
-          f"generation {format_si(s['decode_s'], 's')} over {s['steps']:.0f} passes, "
-          f"{format_si(s['time_per_step_s'], 's')} per pass)")
-    print(f"  throughput     {s['tokens_per_s']:,.1f} generated tokens/s (whole batch)")
-    print(f"  intensity      {s['arithmetic_intensity']:,.1f} FLOP/byte of main memory (generation)")
-    print(f"  bound          {s['bound']}  " + ", ".join(f"{k} {v:.0%}" for k, v in s["bound_fractions"].items()))
-    print(f"  memory         {format_si(mem['total_bytes'], 'B')} of {format_si(mem['capacity_bytes'], 'B')} "
-          f"(weights {format_si(mem['weights_bytes'], 'B')}, cache {format_si(mem['cache_bytes'], 'B')}, "
-          f"activations {format_si(mem['activation_bytes'], 'B')}) -> {'fits' if mem['fits'] else 'DOES NOT FIT'}")
-    print(f"  efficiency     {ctx['efficiency']}")
-    ops = pred.op_table().head(args.top)
+    print(summary_text(pred.record()))
+    ops = pred.op_rows(args.top)
     print(f"\ntop {len(ops)} ops by total time:")
-    rows = [[r.name, r.phase, r.kind, r.count, r.flops, r.bytes, r.arithmetic_intensity, r.time_s,
-             r.time_s / s["latency_s"] if s["latency_s"] else 0.0, r.bound] for r in ops.itertuples()]
-    print(table(rows, ["op", "phase", "kind", "count", "flops", "bytes", "flop/B", "time_s", "share", "bound"]))
-    if not mem["fits"]:
+    print(table([list(r.values()) for r in ops], list(ops[0]) if ops else []))
+    if not pred.summary["memory"]["fits"]:
         print("\nwarning: the workload does not fit in device memory", file=sys.stderr)
     return 0
+
+
+def summary_text(record: dict) -> str:
+    """A prediction's summary as a two-column table: every field of the record with its value and unit."""
+    from perfmodel.cli.output import table
+    from perfmodel.schema import quantity
+
+    head = (f"{record['model']} · {record['scenario']} ({record['method']}) on {record['hardware']} · batch "
+            f"{record['batch']}, prompt {record['prompt_len']}, generate {record['gen_len']} · {record['engine']} "
+            f"engine")
+    skip = ("hardware", "model", "scenario", "method", "engine", "batch", "prompt_len", "gen_len")
+    rows = [[name, value, quantity(name).unit] for name, value in record.items() if name not in skip]
+    return head + "\n" + table(rows, ["field", "value", "unit"])
+
+
+def _step_range(text: str | None) -> tuple[int, int] | None:
+    """``--trace-steps`` as a (first, last) pair of 0-based generation steps, None for the default."""
+    from perfmodel.errors import SpecError
+
+    if text is None:
+        return None
+    first, sep, last = text.partition(":")
+    try:
+        lo = int(first) if first.strip() else 0
+        hi = int(last) if sep and last.strip() else (lo if not sep else -1)
+    except ValueError:
+        raise SpecError("command line", "--trace-steps", text,
+                        "a step N or a range FIRST:LAST of 0-based generation steps, e.g. 0 or 0:3") from None
+    if lo < 0 or (hi != -1 and hi < lo):
+        raise SpecError("command line", "--trace-steps", text, "0 <= FIRST <= LAST")
+    return lo, hi
 
 
 def _check_output_file(option: str, path: str) -> None:
@@ -133,26 +147,6 @@ def _check_output_file(option: str, path: str) -> None:
         raise SpecError("command line", option, path, f"a file in an existing folder ({str(folder)!r} does not exist)")
     if target.is_dir():
         raise SpecError("command line", option, path, "a file name, not a folder")
-
-
-def _write_trace(args: argparse.Namespace, overrides: dict[str, str]) -> int:
-    """Event-engine timeline of the middle generation step's kernels (one instance each, in order)."""
-    from perfmodel.api import split_overrides
-    from perfmodel.engines import event
-    from perfmodel.specs.hardware import load_hardware
-    from perfmodel.specs.model import load_model
-    from perfmodel.specs.scenario import load_scenario
-    from perfmodel.workload import build_workload
-
-    hw_o, model_o, sc_o = split_overrides(overrides)
-    hw = load_hardware(args.hardware, hw_o)
-    wl = build_workload(load_model(args.model, model_o), load_scenario(args.scenario, sc_o))
-    steps = [ps for ps in wl.passes if ps.generation and float(ps.count) > 0] or list(wl.passes)
-    middle = steps[len(steps) // 2]
-    from perfmodel.workload.layers import pass_ops
-
-    kernels = [op.with_count(1) for op in pass_ops(wl.structure, wl.params, middle)]
-    return len(event.chrome_trace(kernels, hw, args.trace))
 
 
 def run_op(args: argparse.Namespace) -> int:
@@ -176,7 +170,15 @@ def run_op(args: argparse.Namespace) -> int:
         raise SpecError.from_problems("perfmodel op", problems)
     res = predict_op(make_op(args.kind, dtype=args.dtype, **shape), args.hardware, engine=args.engine)
     if args.json:
-        print_json(res)
+        from perfmodel.schema import COMMANDS, record
+
+        names = [n for n in COMMANDS["op"] if n in res]
+        out = record({n: res[n] for n in names}, names)
+        out.update({f"bytes_{level}": v for level, v in res["level_bytes"].items()})
+        extras = {k: v for k, v in res.items() if k not in names and k != "level_bytes"}
+        if extras:
+            out["engine_details"] = extras
+        print_json(out)
         return 0
     print(f"{args.kind} {shape} {args.dtype} on {res['hardware']} ({args.engine})")
     print(f"  time {format_si(res['time_s'], 's')}  ·  {format_si(res['flops'], 'FLOP')}  ·  "
@@ -192,6 +194,7 @@ def _default_model(scenario: str) -> str:
 def run_compare(args: argparse.Namespace) -> int:
     from perfmodel.api import predict
     from perfmodel.cli.output import print_json, table
+    from perfmodel.schema import COMPARE_ROW
 
     base = _set_pairs(args.set)
     rows = []
@@ -199,16 +202,10 @@ def run_compare(args: argparse.Namespace) -> int:
         for sc in args.scenario:
             for model in args.model or [_default_model(sc)]:
                 for batch in args.batch:
-                    s = predict(hw, model, sc, {**base, "batch": batch}, engine=args.engine).summary
-                    rows.append({"hardware": hw, "model": model, "scenario": sc, "batch": batch,
-                                 "latency_s": s["latency_s"], "prefill_s": s["prefill_s"],
-                                 "per_pass_ms": s["time_per_step_s"] * 1e3, "steps": s["steps"],
-                                 "tokens_per_s": s["tokens_per_s"], "flop_per_byte": s["arithmetic_intensity"],
-                                 "bound": s["bound"], "memory_gb": s["memory"]["total_bytes"] / 1e9,
-                                 "fits": s["memory"]["fits"]})
+                    record = predict(hw, model, sc, {**base, "batch": batch}, engine=args.engine).record()
+                    rows.append({name: record[name] for name in COMPARE_ROW})
     if args.json:
         print_json(rows)
         return 0
-    headers = list(rows[0]) if rows else []
-    print(table([[r[h] for h in headers] for r in rows], headers))
+    print(table([list(r.values()) for r in rows], list(COMPARE_ROW)))
     return 0

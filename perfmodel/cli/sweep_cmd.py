@@ -25,7 +25,8 @@ as soon as it is done; rerunning an interrupted sweep computes only the missing 
 
 output columns: point, hardware, model, scenario, method, engine, one column per parameter, batch, prompt_len,
 gen_len, latency_s, prefill_s, decode_s, tokens_per_s, time_per_step_s, steps, flops, hbm_bytes,
-arithmetic_intensity, bound, memory_*_bytes, memory_fits, bound_fraction_<resource>.
+arithmetic_intensity, bound, memory_*_bytes, memory_fits, bound_fraction_<resource>: the names, units and
+descriptions of every command's output (docs/fields.md, perfmodel/schema.py).
 """
 
 SHOWN = ["hardware", "model", "scenario", "latency_s", "tokens_per_s", "time_per_step_s", "bound", "memory_fits"]
@@ -60,17 +61,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_sweep_cmd)
 
 
+def _dask_choice(args: argparse.Namespace, by_default: bool) -> bool | None:
+    """``--dask`` / ``--no-dask`` as given; where Dask would be chosen by default but is not installed, run in this
+    process with a note. Asking for Dask (``--dask``, ``--scheduler``) without it names the extra to install."""
+    from perfmodel.extras import available, require
+
+    if args.use_dask or args.scheduler:
+        require("dask", "dask", "perfmodel sweep --dask / --scheduler")
+        return args.use_dask
+    if args.use_dask is None and by_default and not available("dask"):
+        print("perfmodel: note: dask is not installed (the [dask] extra), so the sweep runs in this process",
+              file=sys.stderr)
+        return False
+    return args.use_dask
+
+
 def run_sweep_cmd(args: argparse.Namespace) -> int:
     """Run the sweep with a progress bar; write the table (and report resumed chunks) or print it."""
     import time
 
     from perfmodel.cli.output import print_json, table
     from perfmodel.errors import SpecError
+    from perfmodel import sweep
     from perfmodel.sweep import load_grid, parts_dir, run_sweep
 
     if args.chunk_size is not None and args.chunk_size < 1:
         raise SpecError("--chunk-size", "chunk-size", args.chunk_size, "a positive number of points")
+    from perfmodel.extras import MissingExtra, parquet_engine
+
+    if args.output and not parquet_engine():
+        raise MissingExtra("pyarrow", "parquet", "perfmodel sweep -o (results and resumable parts are Parquet)")
     grid = load_grid(args.grid)
+    use_dask = _dask_choice(args, args.engine == "event" or grid.size > getattr(sweep, "DASK_THRESHOLD", 5_000_000))
     bar = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -88,7 +110,7 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         print(f"resuming from {parts_dir(args.output)}", file=sys.stderr)
     start = time.perf_counter()
     try:
-        result = run_sweep(grid, args.output, engine=args.engine, chunk_size=args.chunk_size, use_dask=args.use_dask,
+        result = run_sweep(grid, args.output, engine=args.engine, chunk_size=args.chunk_size, use_dask=use_dask,
                            scheduler=args.scheduler, workers=args.workers, progress=progress,
                            keep_parts=args.keep_parts)
     except (ValueError, OSError) as exc:  # bad grid values, engine missing, scheduler unreachable, disk errors
@@ -115,7 +137,9 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         return 0
     df = result.table
     if args.json:
-        print_json(df.to_dict(orient="records"))
+        from perfmodel.schema import json_value
+
+        print_json([{k: json_value(k, v) for k, v in row.items()} for row in df.to_dict(orient="records")])
         return 0
     cols = ["point", *[c for c in SHOWN[:3]], *grid.columns, *[c for c in SHOWN[3:]]]
     cols = list(dict.fromkeys(c for c in cols if c in df.columns))

@@ -4,28 +4,32 @@ from __future__ import annotations
 import argparse
 import sys
 
+from perfmodel.cli.options import add_engine, add_hardware, add_json
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("validate", help="predict every row of a measurement table and report the error",
                        description="Predict each measured row from its hardware spec and report median / p90 "
                                    "absolute percentage error and Spearman rank correlation, by op kind.")
     v.add_argument("table", metavar="TABLE", nargs="+", help="measurement table(s): .parquet or .csv")
-    v.add_argument("--hardware", help="spec (catalog name or YAML) used for every row instead of the row's own")
-    v.add_argument("--engine", choices=["analytic", "event"], default="analytic", help="timing engine")
+    add_hardware(v, default=None, helptext="catalog name or hardware YAML path used for every row instead of the "
+                                           "row's own")
+    add_engine(v)
     v.add_argument("--exclude-calibration", action="store_true",
                    help="leave out the rows of the named calibration subsets (validation/fit.py)")
     v.add_argument("--sample", type=int, metavar="N",
                    help="predict a seeded random sample of N rows (useful with the slower event engine)")
     v.add_argument("--out", metavar="DIR", help="write predictions.csv, errors.json, worst.csv and scatter.png here")
     v.add_argument("--worst", type=int, default=10, help="worst rows shown (default 10)")
-    v.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_json(v)
     v.set_defaults(func=run_validate)
 
     f = sub.add_parser("fit", help="fit a GPU's efficiency block on the calibration subsets of a table",
                        description="Fit tensor/L2/HBM efficiency, launch and attention overheads on the "
                                    "microbenchmark-like rows of a public measurement table; write a hardware YAML.")
     f.add_argument("table", metavar="TABLE", nargs="+", help="measurement table(s)")
-    f.add_argument("--hardware", required=True, help="catalog name or YAML of the device to fit")
+    f.add_argument("--hardware", metavar="HARDWARE", required=True,
+                   help="catalog name or hardware YAML path of the device to fit")
     f.add_argument("-o", "--output", required=True, help="hardware YAML to write")
     f.add_argument("--json", action="store_true", help="print the fit report as JSON")
     f.set_defaults(func=run_fit)
@@ -33,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _read(paths: list[str]):
     import pandas as pd
+
+    from perfmodel.extras import require_parquet
+
+    for p in paths:
+        require_parquet(p, "reading a measurement table")
 
     from perfmodel.validation.table import read_table
 
@@ -76,7 +85,7 @@ def run_validate(args: argparse.Namespace) -> int:
         print_json(errors)
         return 0
     rows = [["overall", *errors["overall"].values()]] + [[op, *s.values()] for op, s in errors["by_op"].items()]
-    print(table(rows, ["op", "n", "median_ape_pct", "p90_ape_pct", "spearman"]))
+    print(table(rows, ["op", "rows", "median_ape_pct", "p90_ape_pct", "spearman"]))
     worst = compare.worst_rows(pred, args.worst)
     cols = [c for c in ("hardware", "op", "m", "n", "k", "batch", "q_len", "kv_len", "heads", "kv_heads", "head_dim",
                         "measured_s", "predicted_s", "ape_pct", "bound") if c in worst]
@@ -86,6 +95,9 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from perfmodel.extras import require
+
+    require("scipy", "fit", "perfmodel fit")
     import yaml
 
     from perfmodel.cli.output import print_json, table

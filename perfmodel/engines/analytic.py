@@ -113,6 +113,25 @@ def _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_byte
     return compute, overhead, exact
 
 
+def _row_kernels(op_list, hw, compute):
+    """The chain of waves of a row kernel (one block per token: norms, activations, rotary; tiling.py) as a floor
+    on the op's compute term, where the device has a calibrated block time."""
+    from perfmodel.engines import tiling
+
+    block_s = hw.efficiency.row_kernel_s
+    if not block_s:
+        return compute
+    sm = tiling.sm_version(hw.compute.architecture, hw.compute.sm_version)
+    compute = compute.copy()
+    for i, op in enumerate(op_list):
+        threads = tiling.row_threads(op.kind, op.shape.get("variant", ""), op.shape.get("width", 1))
+        if threads is None or "tokens" not in op.shape:
+            continue
+        chain = tiling.row_kernel_time(op.shape["tokens"], threads, sms=hw.compute.units, sm=sm, block_s=block_s)
+        compute[i] = np.maximum(compute[i], chain)
+    return compute
+
+
 def smem_per_sm(hw: Hardware) -> float | None:
     """Shared memory of one SM (the nearest level when it is per unit), for kernel occupancy; None otherwise."""
     nearest = next(iter(hw.memory.values()))
@@ -231,6 +250,7 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> OpTimes:
     if hw.kind == "gpu" and len(levels) >= 2:
         compute, overhead, exact = _tiled(op_list, hw, levels, shape, compute, overhead, level_time, level_bytes,
                                           per_op)
+        compute = _row_kernels(op_list, hw, compute)
     elif hw.kind == "cpu":
         from perfmodel.engines import cpu  # few-row matmuls, exponentials, flash blocks (cpu.py)
 

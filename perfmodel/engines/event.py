@@ -38,12 +38,13 @@ from perfmodel.engines.event_gpu import (GpuConfig, GroupSpan, Kernel, KernelSpa
 from perfmodel.engines import tiling
 from perfmodel.engines.cpu import adjust_kernel
 from perfmodel.engines.event_lone import exact_time
-from perfmodel.engines.event_tiling import LINK, gpu_config, kernel_for, kernels_for, points
+from perfmodel.engines.event_tiling import LINK, gpu_config, kernel_for, point_kernels, points
 from perfmodel.ops import Op, point
 from perfmodel.specs.hardware import Hardware
 
 __all__ = ["EventOpTimes", "GpuConfig", "GroupSpan", "Kernel", "KernelSpan", "TileClass", "Timeline",
-           "chrome_trace", "gpu_config", "kernel_for", "simulate", "simulate_ops", "time_ops", "time_points"]
+           "chrome_trace", "gpu_config", "kernel_for", "kernels_for", "simulate", "simulate_ops", "time_ops",
+           "time_points"]
 
 MODEL_NOTES = (
     "bandwidth: processor sharing; k concurrent transfers at a level each get min(bandwidth/k, SM port)",
@@ -66,8 +67,8 @@ def _kernel(op: Op, hw: Hardware) -> Kernel:
 
 
 def _kernels(op: Op, hw: Hardware) -> list[Kernel]:
-    """The kernel of each point of ``op`` (event_tiling.kernels_for), with a CPU's own terms."""
-    kernels = kernels_for(op, hw)
+    """The kernel of each point of ``op`` (event_tiling.point_kernels), with a CPU's own terms."""
+    kernels = point_kernels(op, hw)
     if hw.kind == "gpu":  # adjust_kernel leaves a GPU's kernels as they are
         return kernels
     return [adjust_kernel(k, point(op, i), hw) for i, k in enumerate(kernels)]
@@ -211,10 +212,15 @@ def _waves(kernel: Kernel, config: GpuConfig) -> int:
     return -(-kernel.tile_count // (config.sms * kernel.occupancy))
 
 
+def kernels_for(op_list: Sequence[Op], hw: Hardware) -> list[Kernel]:
+    """The kernel of each op as the simulation runs it (for traces that need the tiles' bytes)."""
+    return [_kernel(op, hw) for op in op_list]
+
+
 def simulate_ops(op_list: Sequence[Op], hw: Hardware, streams: Sequence[int] | None = None,
                  coarsen: bool = True) -> Timeline:
     """Run one instance of each op, in order per stream (``streams[i]`` for op i, default all on stream 0)."""
-    return simulate([_kernel(op, hw) for op in op_list], gpu_config(hw), streams, coarsen)
+    return simulate(kernels_for(op_list, hw), gpu_config(hw), streams, coarsen)
 
 
 def trace_events(timeline: Timeline) -> list[dict[str, Any]]:
@@ -243,6 +249,8 @@ def chrome_trace(op_list: Sequence[Op], hw: Hardware, path: str | Path, streams:
                  coarsen: bool = True) -> list[dict[str, Any]]:
     """Simulate one instance of each op and write the trace to ``path`` (open it in Perfetto or
     chrome://tracing); returns the events."""
+    from perfmodel.files import write_atomic
+
     events = trace_events(simulate_ops(op_list, hw, streams, coarsen))
-    Path(path).write_text(json.dumps(events))
+    write_atomic(path, json.dumps(events))
     return events

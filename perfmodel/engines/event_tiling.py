@@ -303,6 +303,38 @@ def attention_kernels(op: Op, hw: Hardware) -> list[Kernel]:
     return out
 
 
+def row_kernel(op: Op, hw: Hardware) -> Kernel | None:
+    """The kernel of a one-point row kernel (:func:`row_kernels`); None where the op is not one."""
+    kernels = row_kernels(_point(op), hw)
+    return kernels[0] if kernels is not None else None
+
+
+def row_kernels(op: Op, hw: Hardware) -> list[Kernel] | None:
+    """A row kernel (one block per token: norms, activations, rotary; :func:`tiling.row_threads`) as tiles of one
+    row each, as many resident per SM as its threads allow, each at least the calibrated block time
+    (``efficiency.row_kernel_s``), one kernel per point; None where the op is not one or the device has no block
+    time."""
+    block_s = hw.efficiency.row_kernel_s
+    threads = tiling.row_threads(op.kind, op.shape.get("variant", ""), op.shape.get("width", 1))
+    if hw.kind != "gpu" or not block_s or threads is None or "tokens" not in op.shape:
+        return None
+    n = points(op)
+    rows = np.maximum(1, np.ceil(_values(op, "shape['tokens']", op.shape["tokens"])))
+    sm = tiling.sm_version(hw.compute.architecture, hw.compute.sm_version)
+    threads = np.broadcast_to(np.asarray(threads, dtype=float), (n,))
+    resident = np.broadcast_to(tiling.row_blocks_per_sm(threads, sm), (n,))
+    srv = _servings(op, hw)
+    work_sm_s = (_values(op, "flops", op.flops) / _compute_rate(op, hw) + _vector_s(op, hw)) * hw.compute.units
+    out = []
+    for i, (r, t, per_sm, work) in enumerate(zip(rows.tolist(), threads.tolist(), resident.tolist(),
+                                                 work_sm_s.tolist())):
+        r, per_sm = int(r), int(per_sm)
+        cls = TileClass(r, work / r, _split(srv.at(i).level_bytes, 1.0 / r), 0.0, block_s)
+        out.append(Kernel(op.name, (cls,), per_sm, float(srv.latency_s[i]), 0.0,
+                          f"{r} rows, one block of {t:g} threads each, {per_sm} per SM"))
+    return out
+
+
 def streaming_kernel(op: Op, hw: Hardware) -> Kernel:
     """The kernel of a one-point streaming op (:func:`streaming_kernels`)."""
     return streaming_kernels(_point(op), hw)[0]
@@ -346,7 +378,7 @@ def allreduce_kernels(op: Op, hw: Hardware) -> list[Kernel]:
     return out
 
 
-def kernels_for(op: Op, hw: Hardware) -> list[Kernel]:
+def point_kernels(op: Op, hw: Hardware) -> list[Kernel]:
     """The kernels that run ``op`` on ``hw``, one per point (:func:`points`)."""
     match op.kind:
         case "gemm":
@@ -356,9 +388,9 @@ def kernels_for(op: Op, hw: Hardware) -> list[Kernel]:
         case "allreduce":
             return allreduce_kernels(op, hw)
         case _:
-            return streaming_kernels(op, hw)
+            return row_kernels(op, hw) or streaming_kernels(op, hw)
 
 
 def kernel_for(op: Op, hw: Hardware) -> Kernel:
     """The kernel that runs ``op`` (one point) on ``hw``."""
-    return kernels_for(_point(op), hw)[0]
+    return point_kernels(_point(op), hw)[0]

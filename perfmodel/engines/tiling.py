@@ -511,3 +511,42 @@ def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: f
     x = energy_per_flop * np.asarray(flops, dtype=float) / (time * tdp_w)
     w = time ** 4 / (time ** 4 + window_s ** 4)
     return 1.0 + np.maximum(x - 1.0, 0.0) * w
+
+
+# Row kernels: the serving stack's norm, activation, rotary and fp8 input-quantisation kernels launch one thread
+# block per token (row): vLLM's rms_norm, silu_and_mul and scaled_fp8_quant take min(width, 1024) threads, its
+# rotary embedding min(rotated pairs, 512).
+# Resident blocks per SM follow from the threads an SM holds (CUDA C Programming Guide, compute capabilities:
+# 2048 on sm_80/90/100/103, 1536 on sm_86/89/120) and a limit on blocks per SM. A block is a chain of dependent
+# steps (load its row, reduce across the block, load again or scale, store), so a grid of many rows takes
+# ⌈rows / resident blocks⌉ waves of one block's time.
+ROW_KERNEL_VARIANTS = {"silu_mul": 1024, "silu": 1024, "gelu": 1024, "rope": 512, "quant": 1024}
+THREADS_PER_SM = {86: 1536, 89: 1536, 120: 1536}
+DEFAULT_THREADS_PER_SM = 2048
+MAX_BLOCKS_PER_SM = 16  # the hardware allows 32; the event engine's SMs hold at most 16 tiles each
+
+
+def row_threads(kind: str, variant: str, width: Any) -> Any:
+    """Threads of one block of a row kernel (``None``: not a row kernel): norms min(width, 1024); SiLU·mul and
+    other activations min(width, 1024); rotary embedding min(width / 2, 512) (one thread per rotated pair)."""
+    width = np.asarray(width, dtype=float)
+    if kind == "norm":
+        return np.minimum(width, 1024.0)
+    cap = ROW_KERNEL_VARIANTS.get(variant)
+    if kind != "elementwise" or cap is None:
+        return None
+    per_row = width / 2.0 if variant == "rope" else width
+    return np.minimum(np.maximum(per_row, 1.0), float(cap))
+
+
+def row_blocks_per_sm(threads: Any, sm: int | None) -> Any:
+    """Blocks of ``threads`` resident on one SM."""
+    per_sm = THREADS_PER_SM.get(sm or 0, DEFAULT_THREADS_PER_SM)
+    warps = np.ceil(np.maximum(np.asarray(threads, dtype=float), 1.0) / 32.0) * 32.0
+    return np.clip(np.floor(per_sm / warps), 1.0, MAX_BLOCKS_PER_SM)
+
+
+def row_kernel_time(rows: Any, threads: Any, *, sms: int, sm: int | None, block_s: float) -> Any:
+    """Least time of a row kernel: ⌈rows / (SMs · resident blocks)⌉ waves of one block's chain ``block_s``."""
+    slots = sms * row_blocks_per_sm(threads, sm)
+    return np.ceil(np.maximum(np.asarray(rows, dtype=float), 1.0) / slots) * block_s

@@ -61,12 +61,12 @@ def spec_files(ctx: Context) -> pd.DataFrame:
 def efficiency_row(name: str, hw: Hardware) -> dict:
     """Every field of a device's efficiency block, memory fractions per level (defaults filled in), note last."""
     eff = hw.efficiency
-    row = {"device": name}
+    row = {"hardware": name}
     for key, value in eff.model_dump().items():
         if key == "memory":
-            row.update({f"{level} bandwidth fraction": eff.memory_fraction(level) for level in hw.memory})
+            row.update({f"efficiency.memory.{level}": eff.memory_fraction(level) for level in hw.memory})
         elif key != "note":
-            row[key] = value
+            row[f"efficiency.{key}"] = value
     row["note"] = eff.note
     return row
 
@@ -79,7 +79,7 @@ def build(ctx: Context) -> Section:
     for device in ctx.devices:
         hw = device.hardware
         for key, citation in hw.sources.items():
-            sources.append({"device": device.name, "key": key, "source": citation})
+            sources.append({"hardware": device.name, "key": key, "source": citation})
         efficiency.append(efficiency_row(device.name, hw))
     paragraphs = [f"perfmodel {__version__}, {ctx.review.engine} engine, {fmt(ctx.predictions)} distinct "
                   f"predictions. Every number in this report comes from those predictions; the text around them is "

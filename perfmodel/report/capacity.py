@@ -53,31 +53,31 @@ def build(ctx: Context) -> Section:
         for method in ctx.review.methods:
             for length in cap.context:
                 batch = largest_batch(ctx, device, method, length, cap.max_batch)
-                row = {"device": device.name, "method": method.label, "prompt": length, "largest batch": batch,
-                       "tokens held": 0, "memory at that batch (GB)": float("nan"),
-                       "capacity (GB)": device.hardware.memory_capacity_bytes / 1e9,
-                       "search capped": batch == cap.max_batch}
+                row = {"hardware": device.name, "configuration": method.label, "prompt_len": length,
+                       "max_batch": batch, "tokens_held": 0, "memory_total_bytes": float("nan"),
+                       "memory_capacity_bytes": device.hardware.memory_capacity_bytes,
+                       "search_capped": batch == cap.max_batch}
                 if batch:
                     pred = ctx.predict_method(device, method, {"batch": batch, "prompt_len": length})
                     c, mem = pred.summary["context"], pred.summary["memory"]
-                    row.update({"tokens held": batch * (c["prompt_len"] + c["gen_len"]),
-                                "memory at that batch (GB)": mem["total_bytes"] / 1e9,
-                                "capacity (GB)": mem["capacity_bytes"] / 1e9})
+                    row.update({"tokens_held": batch * (c["prompt_len"] + c["gen_len"]),
+                                "memory_total_bytes": mem["total_bytes"], "memory_capacity_bytes": mem["capacity_bytes"]})
                 rows.append(row)
             pred = ctx.predict_method(device, method, {"batch": cap.target_batch, "prompt_len": cap.target_context})
             mem = pred.summary["memory"]
-            target_rows.append({"device": device.name, "method": method.label, "batch": cap.target_batch,
-                                "prompt": cap.target_context, "weights (GB)": mem["weights_bytes"] / 1e9,
-                                "cache (GB)": mem["cache_bytes"] / 1e9,
-                                "activations (GB)": mem["activation_bytes"] / 1e9,
-                                "total (GB)": mem["total_bytes"] / 1e9, "capacity (GB)": mem["capacity_bytes"] / 1e9,
-                                "devices needed": math.ceil(mem["total_bytes"] / mem["capacity_bytes"])})
+            target_rows.append({"hardware": device.name, "configuration": method.label, "batch": cap.target_batch,
+                                "prompt_len": cap.target_context, "memory_weights_bytes": mem["weights_bytes"],
+                                "memory_cache_bytes": mem["cache_bytes"],
+                                "memory_activation_bytes": mem["activation_bytes"],
+                                "memory_total_bytes": mem["total_bytes"],
+                                "memory_capacity_bytes": mem["capacity_bytes"],
+                                "gpus": math.ceil(mem["total_bytes"] / mem["capacity_bytes"])})
     frame, target = pd.DataFrame(rows), pd.DataFrame(target_rows)
-    shown = frame[frame["largest batch"] > 0]
+    shown = frame[frame["max_batch"] > 0]
     fig = plots.lines(
-        [plots.Panel("largest batch that fits", shown, "largest batch", "largest batch (sequences)"),
-         plots.Panel("tokens held at that batch", shown, "tokens held", "tokens (batch × sequence)")],
-        "prompt", "prompt length (tokens)", "method", ctx.method_styles, "device", ctx.device_linestyles)
+        [plots.Panel("largest batch that fits", shown, "max_batch", "largest batch (sequences)"),
+         plots.Panel("tokens held at that batch", shown, "tokens_held", "tokens (batch × sequence)")],
+        "prompt_len", "prompt length (tokens)", "configuration", ctx.method_styles, "hardware", ctx.device_linestyles)
     paragraphs = [
         f"Largest batch found by a bracketing search up to {fmt(cap.max_batch)} (a capped search is flagged in the table); "
         f"prompts whose batch 1 does not fit are left out of the plot. Devices needed for the target of "
@@ -86,15 +86,14 @@ def build(ctx: Context) -> Section:
         f"(tensor parallelism) and ignores communication buffers.",
     ]
     for device in ctx.devices:
-        need = target[target.device == device.name]
+        need = target[target.hardware == device.name]
         paragraphs.append(f"On {device.name}: " + "; ".join(
-            f"{r.method} needs {fmt(r['devices needed'])} ({fmt(r['total (GB)'])} GB)" for _, r in need.iterrows())
-            + ".")
+            f"{r.configuration} needs {fmt(r['gpus'])} ({fmt(r['memory_total_bytes'])} B)"
+            for _, r in need.iterrows()) + ".")
     figure = Figure("capacity", "Largest batch that fits each device (left) and the tokens it holds (right) against "
                     "prompt length.", plots.to_png(fig, ctx.review.dpi))
     return Section("capacity", "Capacity", paragraphs, [figure],
                    [Table("capacity_batch_summary", "Largest batch that fits, and the tokens it holds",
-                          wide(frame, ["device", "method"], "prompt", "prompt",
-                               {"largest batch": "batch", "tokens held": "tokens"})),
+                          wide(frame, ["hardware", "configuration"], "prompt_len", ["max_batch", "tokens_held"])),
                     Table("capacity_batch", "Every searched point", frame, shown=0),
                     Table("capacity_target", "Devices needed for the target load", target)])

@@ -18,16 +18,18 @@ from perfmodel.report.document import Figure, Section, Table, fmt, wide
 from perfmodel.report.review import MethodEntry
 
 BLOCK_METHODS = ("block-dlm", "fast-dllm-prefix", "fast-dllm-dual")
-VALUES = {"latency (s)": "latency (s)", "tokens/s": "tokens/s"}
+VALUES = ["latency_s", "tokens_per_s"]
 
 
 def _row(ctx: Context, device: Device, method: MethodEntry, overrides: dict) -> dict:
     pred = ctx.predict_method(device, method, overrides)
     s, c = pred.summary, pred.summary["context"]
-    return {"device": device.name, "method": method.label, "batch": c["batch"], "prompt": c["prompt_len"],
-            "generated": c["gen_len"], "steps": s["steps"], "latency (s)": s["latency_s"],
-            "tokens/s": s["tokens_per_s"], "step (ms)": s["time_per_step_s"] * 1e3,
-            "memory (GB)": s["memory"]["total_bytes"] / 1e9, "fits": s["memory"]["fits"], "bound": s["bound"]}
+    return {"hardware": device.name, "configuration": method.label, "batch": c["batch"],
+            "prompt_len": c["prompt_len"], "gen_len": c["gen_len"], "steps": s["steps"], "latency_s": s["latency_s"],
+            "tokens_per_s": s["tokens_per_s"], "time_per_step_s": s["time_per_step_s"],
+            "memory_total_bytes": s["memory"]["total_bytes"], "memory_fits": s["memory"]["fits"],
+            "bound": s["bound"], "energy_per_token_j": s["energy_per_token_j"],
+            "cost_per_million_tokens_usd": s["cost_per_million_tokens_usd"]}
 
 
 def _sweep(ctx: Context, key: str, values: list[int]) -> pd.DataFrame:
@@ -35,10 +37,10 @@ def _sweep(ctx: Context, key: str, values: list[int]) -> pd.DataFrame:
 
 
 def _sweep_figure(ctx: Context, frame: pd.DataFrame, x: str, xlabel: str):
-    fits = frame[frame.fits]
-    panels = [plots.Panel("latency", fits, "latency (s)", "end-to-end latency (s)"),
-              plots.Panel("throughput", fits, "tokens/s", "throughput (tokens/s)")]
-    return plots.lines(panels, x, xlabel, "method", ctx.method_styles, "device", ctx.device_linestyles)
+    fits = frame[frame.memory_fits]
+    panels = [plots.Panel("latency", fits, "latency_s", "end-to-end latency (s)"),
+              plots.Panel("throughput", fits, "tokens_per_s", "throughput (tokens/s)")]
+    return plots.lines(panels, x, xlabel, "configuration", ctx.method_styles, "hardware", ctx.device_linestyles)
 
 
 def steps_overrides(kind: str, steps: int, gen_len: int, block_size: int) -> tuple[dict, int]:
@@ -83,21 +85,21 @@ def _steps_part(ctx: Context) -> tuple[list[str], Figure | None, list[Table]]:
                     continue
                 seen.add(actual)
                 row = _row(ctx, device, method, overrides)
-                row["denoising steps"] = actual
+                row["denoising_steps"] = actual
                 dev_rows.append(row)
             if reference is None:
                 continue
-            mine = pd.DataFrame([r for r in dev_rows if r["method"] == method.label])
+            mine = pd.DataFrame([r for r in dev_rows if r["configuration"] == method.label])
             if len(mine) < 2:
                 sentences.append(f"{method.label}: the steps sweep gives fewer than two distinct step counts, so "
                                  f"there is no crossover to find.")
                 continue
-            cross, intercept, slope = _crossover(mine["denoising steps"].to_numpy(float),
-                                                 mine["latency (s)"].to_numpy(float), reference)
-            cross_rows.append({"device": device.name, "method": method.label, "reference": arm.label,
-                               "reference latency (s)": reference, "fixed cost (s)": intercept,
-                               "cost per step (ms)": slope * 1e3, "crossover (steps)": cross,
-                               "tokens per step at crossover": sc.gen_len / cross})
+            cross, intercept, slope = _crossover(mine["denoising_steps"].to_numpy(float),
+                                                 mine["latency_s"].to_numpy(float), reference)
+            cross_rows.append({"hardware": device.name, "configuration": method.label, "reference": arm.label,
+                               "reference_latency_s": reference, "fixed_latency_s": intercept,
+                               "latency_per_denoising_step_s": slope, "crossover_steps": cross,
+                               "tokens_per_step": sc.gen_len / cross})
             if not math.isnan(cross):
                 marks.append((cross, reference, f"{method.label}: {fmt(cross)}"))
                 extra.append(cross)
@@ -108,10 +110,10 @@ def _steps_part(ctx: Context) -> tuple[list[str], Figure | None, list[Table]]:
                                  f"(fixed cost {fmt(intercept)} s against {fmt(reference)} s).")
         rows += dev_rows
         hlines = ((reference, f"{arm.label} latency", "--"),) if reference is not None else ()
-        panels.append(plots.Panel(device.name, pd.DataFrame(dev_rows), "latency (s)", "end-to-end latency (s)",
+        panels.append(plots.Panel(device.name, pd.DataFrame(dev_rows), "latency_s", "end-to-end latency (s)",
                                   hlines=hlines, marks=tuple(marks), extra_x=tuple(extra)))
     diff_styles = {m.label: ctx.method_styles[m.label] for m in diffusion}
-    fig = plots.lines(panels, "denoising steps", "denoising steps per answer", "method", diff_styles)
+    fig = plots.lines(panels, "denoising_steps", "denoising steps per answer", "configuration", diff_styles)
     caption = ("Latency of each diffusion method against its number of denoising steps"
                + (f"; the dashed line is {arm.label} and the star marks the crossover." if arm else "."))
     tables = [Table("methods_steps", "Latency against denoising steps", pd.DataFrame(rows), shown=0)]
@@ -131,28 +133,29 @@ def build(ctx: Context) -> Section:
                plots.to_png(_sweep_figure(ctx, batch, "batch", "batch (sequences)"), ctx.review.dpi)),
         Figure("methods-context", "Latency and throughput against prompt length (log-log); points that do not "
                "fit are left out.",
-               plots.to_png(_sweep_figure(ctx, context, "prompt", "prompt length (tokens)"), ctx.review.dpi)),
+               plots.to_png(_sweep_figure(ctx, context, "prompt_len", "prompt length (tokens)"), ctx.review.dpi)),
     ]
     steps_text, steps_fig, steps_tables = _steps_part(ctx)
     if steps_fig is not None:
         figures.append(steps_fig)
-    top = batch[batch.fits].sort_values("tokens/s", ascending=False).head(1)
+    top = batch[batch.memory_fits].sort_values("tokens_per_s", ascending=False).head(1)
     paragraphs = ["Each method runs its own model and scenario; only the swept field changes."]
     if len(top):
         best = top.iloc[0]
-        paragraphs.append(f"The highest throughput in the batch sweep is {best.method} on {best.device} at batch "
-                          f"{fmt(best.batch)}: {fmt(best['tokens/s'])} tokens/s.")
+        paragraphs.append(f"The highest throughput in the batch sweep is {best.configuration} on {best.hardware} at "
+                          f"batch {fmt(best.batch)}: {fmt(best['tokens_per_s'])} tokens/s.")
     paragraphs += steps_text
     big = max(sweeps.context)
-    at_big = context[(context.prompt == big) & context.fits]
+    at_big = context[(context.prompt_len == big) & context.memory_fits]
     if len(at_big):
-        quick = at_big.loc[at_big["latency (s)"].idxmin()]
-        paragraphs.append(f"At a {fmt(big)}-token prompt the lowest latency is {quick.method} on {quick.device}: "
-                          f"{fmt(quick['latency (s)'])} s.")
+        quick = at_big.loc[at_big["latency_s"].idxmin()]
+        paragraphs.append(f"At a {fmt(big)}-token prompt the lowest latency is {quick.configuration} on "
+                          f"{quick.hardware}: {fmt(quick['latency_s'])} s.")
+    keys = ["hardware", "configuration"]
     tables = [Table("methods_batch_summary", "Latency and throughput against batch size (dash: does not fit)",
-                    wide(batch, ["device", "method"], "batch", "batch", VALUES, batch.fits)),
+                    wide(batch, keys, "batch", VALUES, batch.memory_fits)),
               Table("methods_context_summary", "Latency and throughput against prompt length (dash: does not fit)",
-                    wide(context, ["device", "method"], "prompt", "prompt", VALUES, context.fits)),
+                    wide(context, keys, "prompt_len", VALUES, context.memory_fits)),
               Table("methods_batch", "Every point of the batch sweep", batch, shown=0),
               Table("methods_context", "Every point of the prompt-length sweep", context, shown=0), *steps_tables]
     return Section("methods", "ARM vs DLM vs block-wise diffusion", paragraphs, figures, tables)

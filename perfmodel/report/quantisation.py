@@ -15,17 +15,17 @@ from perfmodel.report.measures import cache_bytes_per_token
 from perfmodel.report.style import series_styles
 
 
-def _row(ctx: Context, device: Device, scenario: str, overrides: dict, baseline_ms: float | None) -> dict:
+def _row(ctx: Context, device: Device, scenario: str, overrides: dict, baseline_s: float | None) -> dict:
     q = ctx.review.quantisation
     pred = ctx.predict(device, q.model, scenario, {"batch": q.batch, **overrides})
     s, c = pred.summary, pred.summary["context"]
     cache = ctx.scenario(scenario, overrides).kv_cache
-    step_ms = s["time_per_step_s"] * 1e3
-    return {"device": device.name, "scenario": scenario, "cache": cache.format, "bits": cache.effective_bits,
-            "batch": c["batch"], "prompt": c["prompt_len"], "cache per token (kB)": cache_bytes_per_token(pred) / 1e3,
-            "cache (GB)": s["memory"]["cache_bytes"] / 1e9, "step (ms)": step_ms,
-            "speedup vs baseline": (baseline_ms / step_ms) if baseline_ms else 1.0,
-            "fits": s["memory"]["fits"]}
+    step_s = s["time_per_step_s"]
+    return {"hardware": device.name, "scenario": scenario, "kv_cache.format": cache.format,
+            "kv_cache.bits": cache.effective_bits, "batch": c["batch"], "prompt_len": c["prompt_len"],
+            "cache_bytes_per_token": cache_bytes_per_token(pred), "memory_cache_bytes": s["memory"]["cache_bytes"],
+            "time_per_step_s": step_s, "speedup": (baseline_s / step_s) if baseline_s else 1.0,
+            "memory_fits": s["memory"]["fits"], "energy_per_token_j": s["energy_per_token_j"]}
 
 
 def _sweeps(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, int], float]]:
@@ -34,7 +34,7 @@ def _sweeps(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, i
     rows, bit_rows, base = [], [], {}
     for device in ctx.devices:
         for length in sorted(set(q.context) | {at}):
-            base[(device.name, length)] = _row(ctx, device, q.baseline, {"prompt_len": length}, None)["step (ms)"]
+            base[(device.name, length)] = _row(ctx, device, q.baseline, {"prompt_len": length}, None)["time_per_step_s"]
         for scenario in [q.baseline, *q.scenarios]:
             for length in q.context:
                 rows.append(_row(ctx, device, scenario, {"prompt_len": length}, base[(device.name, length)]))
@@ -53,15 +53,15 @@ def _pays(ctx: Context, frame: pd.DataFrame) -> list[str]:
         hw = device.hardware
         parts = []
         for scenario in q.scenarios:
-            sub = frame[(frame.device == device.name) & (frame.scenario == scenario)]
-            wins = sub[sub["speedup vs baseline"] > 1]
+            sub = frame[(frame.hardware == device.name) & (frame.scenario == scenario)]
+            wins = sub[sub["speedup"] > 1]
             if len(wins):
-                parts.append(f"{scenario} is faster from a {fmt(wins.prompt.min())}-token prompt "
-                             f"(×{fmt(wins['speedup vs baseline'].max())} at best)")
+                parts.append(f"{scenario} is faster from a {fmt(wins.prompt_len.min())}-token prompt "
+                             f"(×{fmt(wins['speedup'].max())} at best)")
             else:
-                best = sub.loc[sub["speedup vs baseline"].idxmax()]
-                parts.append(f"{scenario} is never faster (best ×{fmt(best['speedup vs baseline'])} at "
-                             f"{fmt(best.prompt)} tokens)")
+                best = sub.loc[sub["speedup"].idxmax()]
+                parts.append(f"{scenario} is never faster (best ×{fmt(best['speedup'])} at "
+                             f"{fmt(best.prompt_len)} tokens)")
         out.append(f"On {device.name} (ridge {fmt(hw.ridge_point(ctx.review.dtype))} FLOP/byte), against "
                    f"{q.baseline} at batch {fmt(q.batch)}: " + "; ".join(parts) + ".")
     return out
@@ -75,24 +75,24 @@ def build(ctx: Context) -> Section:
     styles = series_styles([q.baseline, *q.scenarios, *q.bits_scenarios])
     bit_styles = {s: styles[s] for s in q.bits_scenarios}
     first = ctx.devices[0].name
-    base_mem = frame[(frame.scenario == q.baseline) & (frame.device == first)]["cache per token (kB)"].iloc[0]
+    base_mem = frame[(frame.scenario == q.baseline) & (frame.hardware == first)]["cache_bytes_per_token"].iloc[0]
     ls = ctx.device_linestyles
     base_lines = tuple((base[(d.name, at)], f"{q.baseline} · {d.name}", ls[d.name]) for d in ctx.devices)
     fig_bits = plots.lines(
-        [plots.Panel("cache per token (all layers)", bits[bits.device == first], "cache per token (kB)",
-                     "cache bytes per token (kB)", hlines=((base_mem, f"{q.baseline}", "--"),)),
-         plots.Panel(f"decode step at a {fmt(at)}-token prompt", bits, "step (ms)", "time per decode step (ms)",
+        [plots.Panel("cache per token (all layers)", bits[bits.hardware == first], "cache_bytes_per_token",
+                     "cache bytes per token (B)", hlines=((base_mem, f"{q.baseline}", "--"),)),
+         plots.Panel(f"decode step at a {fmt(at)}-token prompt", bits, "time_per_step_s", "time per decode step (s)",
                      hlines=base_lines)],
-        "bits", "bits per cached element", "scenario", bit_styles, "device", ls)
+        "kv_cache.bits", "bits per cached element", "scenario", bit_styles, "hardware", ls)
     fig_ctx = plots.lines(
-        [plots.Panel(d.name, frame[frame.device == d.name], "step (ms)", "time per decode step (ms)")
+        [plots.Panel(d.name, frame[frame.hardware == d.name], "time_per_step_s", "time per decode step (s)")
          for d in ctx.devices],
-        "prompt", "prompt length (tokens)", "scenario", {s: styles[s] for s in [q.baseline, *q.scenarios]})
+        "prompt_len", "prompt length (tokens)", "scenario", {s: styles[s] for s in [q.baseline, *q.scenarios]})
     fig_speed = plots.lines(
         [plots.Panel("speedup over the full-precision cache", frame[frame.scenario != q.baseline],
-                     "speedup vs baseline", f"step-time speedup over {q.baseline} (×)", logy=False,
+                     "speedup", f"step-time speedup over {q.baseline} (×)", logy=False,
                      hlines=((1.0, "break-even", "-"),))],
-        "prompt", "prompt length (tokens)", "scenario", {s: styles[s] for s in q.scenarios}, "device", ls)
+        "prompt_len", "prompt length (tokens)", "scenario", {s: styles[s] for s in q.scenarios}, "hardware", ls)
     dpi = ctx.review.dpi
     figures = [
         Figure("quant-bits", f"Cache bytes per token (left; the same on every device) and decode step time at a "
@@ -106,11 +106,11 @@ def build(ctx: Context) -> Section:
     paragraphs = [f"Model {q.model}, batch {fmt(q.batch)}; cache bytes per token count every layer's cache for "
                   f"one token of one sequence, including quantisation scales and the full-precision window.",
                   *_pays(ctx, frame)]
-    longest = frame[frame.prompt == max(q.context)]
+    longest = frame[frame.prompt_len == max(q.context)]
     tables = [Table("quant_longest", f"At the longest prompt ({fmt(max(q.context))} tokens)", longest),
-              Table("quant_bits_summary", f"Cache per token (kB) and decode step (ms) against bits at a {fmt(at)}-token "
-                    f"prompt", wide(bits, ["device", "scenario"], "bits", "bits",
-                                    {"cache per token (kB)": "kB/token", "step (ms)": "step ms"})),
+              Table("quant_bits_summary", f"Cache bytes per token and decode step time against bits at a "
+                    f"{fmt(at)}-token prompt", wide(bits, ["hardware", "scenario"], "kv_cache.bits",
+                                                    ["cache_bytes_per_token", "time_per_step_s"])),
               Table("quant_bits", "Every point of the bits sweep", bits, shown=0),
               Table("quant_context", "Against prompt length", frame, shown=0)]
     return Section("quantisation", "XQuant and KV-cache quantisation", paragraphs, figures, tables)

@@ -32,9 +32,9 @@ def build(ctx: Context) -> Section:
         peak = hw.compute.peak_flops(dtype)
         roofs = _roofs(device)
         for roof in roofs:
-            ridge_rows.append({"device": device.name, "dtype": dtype, "peak (TFLOP/s)": peak / 1e12,
-                               "level": roof.label, "bandwidth (TB/s)": roof.bandwidth / 1e12,
-                               "ridge (FLOP/byte)": hw.ridge_point(dtype, roof.label.lower())})
+            ridge_rows.append({"hardware": device.name, "dtype": dtype, "peak_flops": peak,
+                               "level": roof.label.lower(), "bandwidth_bytes_per_s": roof.bandwidth,
+                               "ridge_point": hw.ridge_point(dtype, roof.label.lower())})
         points = []
         placed = []
         for method in ctx.review.methods:
@@ -44,19 +44,18 @@ def build(ctx: Context) -> Section:
             for _, op in shown.iterrows():
                 achieved = op.flops / op.time_s
                 points.append({"x": op.arithmetic_intensity, "y": achieved, "series": method.label})
-                op_rows.append({"device": device.name, "method": method.label, "phase": op.phase, "op": op["name"],
-                                "kind": op.kind, "FLOP": op.flops, "bytes": op["bytes"],
-                                "intensity (FLOP/byte)": op.arithmetic_intensity, "time (s)": op.time_s,
-                                "achieved (FLOP/s)": achieved, "bound": op.bound})
+                op_rows.append({"hardware": device.name, "configuration": method.label, "phase": op.phase,
+                                "op": op["name"], "kind": op.kind, "flops": op.flops, "bytes": op["bytes"],
+                                "arithmetic_intensity": op.arithmetic_intensity, "time_s": op.time_s,
+                                "achieved_flops_per_s": achieved, "bound": op.bound})
             flops, nbytes = step_work(pred, hw.main_memory)
             step_s = pred.summary["time_per_step_s"]
             intensity = flops / nbytes if nbytes > 0 else float("inf")
-            step_rows.append({"device": device.name, "method": method.label, "step phase": main_phase(pred),
-                              "ops plotted": len(shown), "GFLOP per step": flops / 1e9,
-                              "main-memory GB per step": nbytes / 1e9,
-                              "intensity (FLOP/byte)": intensity, "step (ms)": step_s * 1e3,
-                              "achieved (TFLOP/s)": flops / step_s / 1e12 if step_s else float("nan"),
-                              "% of peak": 100 * flops / step_s / peak if step_s else float("nan"),
+            step_rows.append({"hardware": device.name, "configuration": method.label, "phase": main_phase(pred),
+                              "ops": len(shown), "flops_per_step": flops, "hbm_bytes_per_step": nbytes,
+                              "arithmetic_intensity": intensity, "time_per_step_s": step_s,
+                              "achieved_flops_per_s": flops / step_s if step_s else float("nan"),
+                              "peak_fraction": flops / step_s / peak if step_s else float("nan"),
                               "bound": pred.summary["bound"]})
             placed.append(f"{method.label} {fmt(intensity)}")
         ridge = hw.ridge_point(dtype)

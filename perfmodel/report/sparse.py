@@ -14,7 +14,8 @@ from perfmodel.report.document import Figure, Section, Table, fmt, wide
 from perfmodel.report.measures import attention_per_step
 from perfmodel.report.style import series_styles
 
-BYTES = "attention main-memory traffic (MB/step)"
+BYTES = "attention_hbm_bytes_per_step"
+TIME = "attention_time_per_step_s"
 
 
 def _row(ctx: Context, device: Device, scenario: str, overrides: dict) -> dict:
@@ -24,10 +25,10 @@ def _row(ctx: Context, device: Device, scenario: str, overrides: dict) -> dict:
     seconds, nbytes = attention_per_step(pred, level)
     sc = ctx.scenario(scenario, overrides)
     budget = sc.attention.token_budget if sc.attention.kind != "dense" else 1.0
-    return {"device": device.name, "scenario": scenario, "attention": sc.attention.kind, "token budget": budget,
-            "prompt": pred.summary["context"]["prompt_len"], "attention (ms/step)": seconds * 1e3,
-            BYTES: nbytes / 1e6, "step (ms)": pred.summary["time_per_step_s"] * 1e3,
-            "fits": pred.summary["memory"]["fits"]}
+    return {"hardware": device.name, "scenario": scenario, "attention.kind": sc.attention.kind,
+            "attention.token_budget": budget, "prompt_len": pred.summary["context"]["prompt_len"], TIME: seconds,
+            BYTES: nbytes, "time_per_step_s": pred.summary["time_per_step_s"],
+            "memory_fits": pred.summary["memory"]["fits"]}
 
 
 def build(ctx: Context) -> Section:
@@ -47,7 +48,7 @@ def build(ctx: Context) -> Section:
                                      {"prompt_len": length, "attention.token_budget": sp.at_budget}))
     by_budget, by_context = pd.DataFrame(budget_rows), pd.DataFrame(ctx_rows)
     dense_rows = pd.DataFrame(list(dense.values()))
-    by_context_all = pd.concat([dense_rows[dense_rows.prompt.isin(sp.context)], by_context], ignore_index=True)
+    by_context_all = pd.concat([dense_rows[dense_rows.prompt_len.isin(sp.context)], by_context], ignore_index=True)
     level = ctx.devices[0].hardware.main_memory.upper()
     styles = series_styles([sp.baseline, *sp.scenarios])
     sparse_styles = {s: styles[s] for s in sp.scenarios}
@@ -58,28 +59,28 @@ def build(ctx: Context) -> Section:
                      for d in ctx.devices)
 
     fig_budget = plots.lines(
-        [plots.Panel("attention time", by_budget, "attention (ms/step)", "attention time per step (ms)",
-                     hlines=dense_lines("attention (ms/step)")),
-         plots.Panel(f"attention {level} traffic", by_budget[by_budget.device == ctx.devices[0].name], BYTES,
-                     f"attention {level} bytes per step (MB)",
+        [plots.Panel("attention time", by_budget, TIME, "attention time per step (s)",
+                     hlines=dense_lines(TIME)),
+         plots.Panel(f"attention {level} traffic", by_budget[by_budget.hardware == ctx.devices[0].name], BYTES,
+                     f"attention {level} bytes per step (B)",
                      hlines=((dense[(ctx.devices[0].name, at)][BYTES], f"{sp.baseline} (dense)", "-"),))],
-        "token budget", "token budget (fraction attended exactly)", "scenario", sparse_styles,
-        "device", ls)
+        "attention.token_budget", "token budget (fraction attended exactly)", "scenario", sparse_styles,
+        "hardware", ls)
     fig_context = plots.lines(
-        [plots.Panel("attention time", by_context_all, "attention (ms/step)", "attention time per step (ms)"),
-         plots.Panel(f"attention {level} traffic", by_context_all[by_context_all.device == ctx.devices[0].name],
-                     BYTES, f"attention {level} bytes per step (MB)")],
-        "prompt", "prompt length (tokens)", "scenario", styles, "device", ls)
+        [plots.Panel("attention time", by_context_all, TIME, "attention time per step (s)"),
+         plots.Panel(f"attention {level} traffic", by_context_all[by_context_all.hardware == ctx.devices[0].name],
+                     BYTES, f"attention {level} bytes per step (B)")],
+        "prompt_len", "prompt length (tokens)", "scenario", styles, "hardware", ls)
     sentences = []
     for device in ctx.devices:
         d = dense[(device.name, at)]
         for scenario in sp.scenarios:
-            row = by_budget[(by_budget.device == device.name) & (by_budget.scenario == scenario)
-                            & (by_budget["token budget"] == min(sp.token_budget))].iloc[0]
+            row = by_budget[(by_budget.hardware == device.name) & (by_budget.scenario == scenario)
+                            & (by_budget["attention.token_budget"] == min(sp.token_budget))].iloc[0]
             sentences.append(
-                f"On {device.name} at a {fmt(at)}-token prompt, {scenario} with a {fmt(row['token budget'])} budget "
-                f"reads {fmt(row[BYTES])} MB per step for attention against {fmt(d[BYTES])} MB dense, "
-                f"and takes {fmt(row['attention (ms/step)'])} ms against {fmt(d['attention (ms/step)'])} ms.")
+                f"On {device.name} at a {fmt(at)}-token prompt, {scenario} with a "
+                f"{fmt(row['attention.token_budget'])} budget reads {fmt(row[BYTES])} B per step for attention "
+                f"against {fmt(d[BYTES])} B dense, and takes {fmt(row[TIME])} s against {fmt(d[TIME])} s.")
     dpi = ctx.review.dpi
     figures = [
         Figure("sparse-budget", f"Attention time (left) and {level} traffic (right; the same on every device) per "
@@ -91,13 +92,13 @@ def build(ctx: Context) -> Section:
     ]
     paragraphs = [f"Model {sp.model}, batch {fmt(sp.batch)}. Attention here is every attention-class op of a step: "
                   f"exact attention, centroid lookup and attention, top-k and gathers.", *sentences]
-    values = {"attention (ms/step)": "ms", BYTES: "MB"}
-    tables = [Table("sparse_budget_summary", f"Attention time (ms) and traffic (MB) per step against token budget at "
-                    f"a {fmt(at)}-token prompt", wide(by_budget, ["device", "scenario"], "token budget", "budget",
-                                                      values)),
-              Table("sparse_context_summary", f"Attention time (ms) and traffic (MB) per step against prompt length "
-                    f"at a {fmt(sp.at_budget)} budget (dense: every key)",
-                    wide(by_context_all, ["device", "scenario"], "prompt", "prompt", values)),
+    values = [TIME, BYTES]
+    keys = ["hardware", "scenario"]
+    tables = [Table("sparse_budget_summary", f"Attention time and traffic per step against token budget at a "
+                    f"{fmt(at)}-token prompt", wide(by_budget, keys, "attention.token_budget", values)),
+              Table("sparse_context_summary", f"Attention time and traffic per step against prompt length at a "
+                    f"{fmt(sp.at_budget)} budget (dense: every key)",
+                    wide(by_context_all, keys, "prompt_len", values)),
               Table("sparse_budget", "Every point of the budget sweep", by_budget, shown=0),
               Table("sparse_context", "Every point of the prompt-length sweep", by_context_all, shown=0)]
     return Section("sparse", "Sparse attention", paragraphs, figures, tables)

@@ -18,7 +18,7 @@ HATCHES = ("", "///", "...", "xxx", "\\\\\\", "+++")
 OP_CLASSES: dict[str, tuple[str, ...]] = {
     "gemm": ("gemm",),
     "attention": ("attention", "centroid_lookup", "topk", "gather"),
-    "norm/elementwise": ("norm", "elementwise"),
+    "norm_elementwise": ("norm", "elementwise"),
     "other": ("embedding", "quantize", "dequantize", "allreduce"),
 }
 

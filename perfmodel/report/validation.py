@@ -97,9 +97,9 @@ def error_table(rows: pd.DataFrame) -> pd.DataFrame:
     for (hardware, kind), g in rows.groupby(["hardware", "kind"], sort=True):
         ape = (g.predicted_s - g.measured_s).abs() / g.measured_s * 100
         rho = g.measured_s.rank().corr(g.predicted_s.rank()) if len(g) > 1 else float("nan")
-        out.append({"device": hardware, "op kind": kind, "rows": len(g), "median APE (%)": float(ape.median()),
-                    "p90 APE (%)": float(ape.quantile(0.9)), "Spearman ρ": float(rho),
-                    "median predicted/measured": float((g.predicted_s / g.measured_s).median())})
+        out.append({"hardware": hardware, "kind": kind, "rows": len(g), "median_ape_pct": float(ape.median()),
+                    "p90_ape_pct": float(ape.quantile(0.9)), "spearman": float(rho),
+                    "predicted_over_measured": float((g.predicted_s / g.measured_s).median())})
     return pd.DataFrame(out)
 
 
@@ -117,8 +117,8 @@ def build(ctx: Context) -> Section:
     paragraphs = [f"{fmt(len(rows))} measured ops from {', '.join(p.name for p in paths)}, predicted with "
                   f"{method} ({ctx.review.engine} engine).", *notes]
     for _, e in errors.iterrows():
-        paragraphs.append(f"{e['op kind']} on {e.device}: median error {fmt(e['median APE (%)'])} %, p90 "
-                          f"{fmt(e['p90 APE (%)'])} %, rank correlation {fmt(e['Spearman ρ'])} over {fmt(e.rows)} ops.")
+        paragraphs.append(f"{e['kind']} on {e.hardware}: median error {fmt(e['median_ape_pct'])} %, p90 "
+                          f"{fmt(e['p90_ape_pct'])} %, rank correlation {fmt(e['spearman'])} over {fmt(e.rows)} ops.")
     figures = []
     if len(rows):
         fig = plots.validation_scatter(rows, series_styles(sorted(rows.kind.unique())))

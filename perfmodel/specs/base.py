@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +24,10 @@ from perfmodel.specs.yamlio import MAX_DEPTH, MAX_SCALAR_CHARS, read_yaml, safe_
 from perfmodel.units import parse_quantity, range_problem, unit_for_field
 
 __all__ = ["Spec", "validate", "load_spec", "read_yaml", "safe_load", "parse_value", "apply_overrides", "resolve",
-           "catalog_dir", "catalog_names"]
+           "catalog_dir", "catalog_names", "multiplier", "resolve_multipliers"]
+
+#: an "xF" override value: F times the spec's own value ("x2", "x0.5", "×1.5")
+MULTIPLIER = re.compile(r"^\s*[x×]\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
 S = TypeVar("S", bound="Spec")
 
@@ -106,16 +110,24 @@ def catalog_names(kind: str) -> list[str]:
     return sorted(p.stem for p in catalog_dir(kind).glob("*.yaml"))
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the file system refuses (too long, invalid) rather than an OSError."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def resolve(kind: str, name_or_path: str | Path) -> Path:
     """A catalog name or a path to a YAML file, as the path of the file to read."""
     text = str(name_or_path)
     path = Path(text)
-    if text.endswith((".yaml", ".yml")) or path.is_file() or "/" in text:
-        if not path.is_file():
+    if text.endswith((".yaml", ".yml")) or _is_file(path) or "/" in text:
+        if not _is_file(path):
             raise SpecError(text, "<file>", text, "an existing YAML file")
         return path
     candidate = catalog_dir(kind) / f"{text}.yaml"
-    if candidate.is_file():
+    if _is_file(candidate):
         return candidate
     raise UnknownNameError(kind.rstrip("s") if kind != "hardware" else kind, text, catalog_names(kind))
 
@@ -178,6 +190,32 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], source: str
         if not isinstance(node, dict):
             raise SpecError(source, dotted, raw, "a path whose parent is a mapping")
         node[parts[-1]] = parse_value(raw)
+    return out
+
+
+def multiplier(raw: Any) -> float | None:
+    """F of an "xF" override value, or None for any other value."""
+    m = MULTIPLIER.match(raw) if isinstance(raw, str) else None
+    return float(m.group(1)) if m else None
+
+
+def resolve_multipliers(data: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    """``overrides`` with every "xF" value replaced by F times the value at its dotted path in ``data`` (a spec as
+    ``model_dump`` gives it, defaults included); a multiplier of a field that holds no number is a SpecError."""
+    out = {}
+    for key, raw in overrides.items():
+        factor = multiplier(raw)
+        if factor is None:
+            out[key] = raw
+            continue
+        node: Any = data
+        for part in str(key).split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, bool) or not isinstance(node, (int, float)):
+            raise SpecError(source, key, raw, f"a plain value: a multiplier needs a numeric value in the spec, "
+                                              f"which has {describe(node)}")
+        value = node * factor
+        out[key] = int(value) if isinstance(node, int) and float(value).is_integer() else value
     return out
 
 

@@ -95,8 +95,17 @@ class Link(Spec):
 
 
 class Power(Spec):
-    tdp_w: PositiveFloat = Field(description="thermal design power (W)")
-    source: str = Field(description="key in `sources` citing this number")
+    tdp_w: PositiveFloat = Field(description="thermal design power (W): the cap of the power model (perfmodel/power.py)")
+    idle_w: PositiveFloat | None = Field(
+        None, description="idle board power with a CUDA context open (W), cited under `source`; default: 10% of "
+                          "tdp_w (an assumption, perfmodel/power.py)")
+    source: str = Field(description="key in `sources` citing these numbers")
+
+    @model_validator(mode="after")
+    def _idle_below_tdp(self) -> "Power":
+        if self.idle_w is not None and self.idle_w >= self.tdp_w:
+            raise FieldProblems([Problem("idle_w", self.idle_w, f"a power below tdp_w ({self.tdp_w:g} W)")])
+        return self
 
 
 class Efficiency(Spec):
@@ -143,6 +152,14 @@ class Efficiency(Spec):
         None, gt=0, description="CPU only: bytes per second of first touch of a fresh allocation above the C "
                                 "allocator's mmap threshold (page faults + zeroing), charged to ops that write a "
                                 "fresh allocation (shape['fresh_output']); default: not charged")
+    kernel_floor_s: float = Field(
+        0.0, ge=0, description="shortest duration a profiler reports for a kernel (its blocks launched, the first "
+                               "loads, the drain): the floor of a profiled kernel's time once the launch gap is "
+                               "left out (s)")
+    row_kernel_s: float | None = Field(
+        None, ge=0, description="time of one thread block of a row kernel (the norm, activation and rotary kernels "
+                                "that launch one block per token: load, reduce, scale, store); default: not "
+                                "modelled, the op is timed by its bytes (perfmodel/engines/tiling.py) (s)")
     energy_per_flop_j: float | None = Field(
         None, gt=0, description="energy (J) per tensor FLOP at the attainable rate, idle power included: a kernel "
                                 "whose FLOP rate x this exceeds power.tdp_w is slowed to the TDP once the power "
@@ -236,15 +253,20 @@ class Hardware(Spec):
     def summary(self) -> dict[str, Any]:
         """A flat row for listings."""
         hbm = self.memory[self.main_memory]
+        from perfmodel.power import idle_power_w
+
         return {
             "name": self.name,
             "vendor": self.vendor,
-            "units": f"{self.compute.units} {self.compute.unit_name}",
-            "bf16_tflops": self.compute.peak_flops("bf16") / 1e12,
-            "memory_gb": hbm.capacity_bytes / 1e9,
-            "bandwidth_tb_s": hbm.bandwidth_bytes_per_s / 1e12,
-            "ridge_flop_per_byte": self.ridge_point("bf16"),
+            "compute_units": self.compute.units,
+            "unit_name": self.compute.unit_name,
+            "peak_flops": self.compute.peak_flops("bf16"),
+            "memory_capacity_bytes": hbm.capacity_bytes,
+            "bandwidth_bytes_per_s": hbm.bandwidth_bytes_per_s,
+            "ridge_point": self.ridge_point("bf16"),
             "tdp_w": self.power.tdp_w if self.power else None,
+            "idle_w": idle_power_w(self),
+            "price_per_hour_usd": self.price_per_hour_usd,
         }
 
 

@@ -132,27 +132,34 @@ class Model(Spec):
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "params_b": self.parameters / 1e9,
-            "layers": self.num_hidden_layers,
-            "hidden": self.hidden_size,
-            "heads": self.num_attention_heads,
-            "kv_heads": self.num_key_value_heads,
-            "ffn": self.intermediate_size,
-            "vocab": self.vocab_size,
-            "mask": self.attention_mask,
-            "kv_kib_per_token": self.kv_bytes_per_token("bf16") / 1024,
+            "parameters": self.parameters,
+            "num_hidden_layers": self.num_hidden_layers,
+            "hidden_size": self.hidden_size,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "intermediate_size": self.intermediate_size,
+            "vocab_size": self.vocab_size,
+            "attention_mask": self.attention_mask,
+            "kv_bytes_per_token": self.kv_bytes_per_token("bf16"),
         }
 
 
 def load_model(name_or_path: str | Path | Model, overrides: dict[str, Any] | None = None) -> Model:
-    """Load a model spec from a catalog name (``llama-3.1-8b``) or a YAML path, with dotted-path overrides."""
+    """Load a model spec from a catalog name (``llama-3.1-8b``), a YAML path or a Hugging Face ``config.json``
+    as published (perfmodel/specs/hf_config.py), with dotted-path overrides."""
+    from perfmodel.specs.base import apply_overrides, validate
+
     if isinstance(name_or_path, Model):
         if not overrides:
             return name_or_path
-        from perfmodel.specs.base import apply_overrides, validate
-
         src = f"model {name_or_path.name} with overrides"
         return validate(Model, apply_overrides(name_or_path.to_dict(), overrides, src), src)
+    from perfmodel.specs import hf_config
+
+    if hf_config.is_config(name_or_path):
+        data = hf_config.load_config(name_or_path)
+        src = str(name_or_path) + (" with overrides" if overrides else "")
+        return validate(Model, apply_overrides(data, overrides, src) if overrides else data, src)
     return load_spec(Model, "models", name_or_path, overrides)
 
 

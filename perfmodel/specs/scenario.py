@@ -102,7 +102,7 @@ class Scenario(Spec):
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name, "method": self.method, "batch": self.batch, "prompt_len": self.prompt_len,
-            "gen_len": self.gen_len, "cache": self.kv_cache.format, "attention": self.attention.kind,
+            "gen_len": self.gen_len, "kv_cache.format": self.kv_cache.format, "attention.kind": self.attention.kind,
             "description": self.description,
         }
 

@@ -1,0 +1,70 @@
+"""Energy per token and cost per million tokens (perfmodel/power.py) in predict, compare, plan and the report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from perfmodel import power
+from perfmodel.api import predict
+from perfmodel.cli.main import main
+from perfmodel.specs.hardware import load_hardware
+
+H100 = load_hardware("h100-sxm")
+H200 = load_hardware("h200-sxm")
+
+
+def test_power_lies_between_idle_and_tdp():
+    idle = power.idle_power_w(H100)
+    assert idle == pytest.approx(0.1 * H100.power.tdp_w)
+    assert power.economics(H100, flops=0, main_bytes=0, latency_s=1.0, tokens_per_s=1.0)["power_w"] == idle
+    busy = power.economics(H100, flops=1e20, main_bytes=1e20, latency_s=1.0, tokens_per_s=1.0)
+    assert busy["power_w"] == pytest.approx(H100.power.tdp_w)  # the TDP caps it
+
+
+def test_memory_bound_decode_draws_less_than_compute_bound_diffusion():
+    decode = predict("h100-sxm", "llama-3.1-8b", "arm")
+    diffusion = predict("h100-sxm", "llada-8b", "dlm")
+    assert power.idle_power_w(H100) < decode["power_w"] < diffusion["power_w"] <= H100.power.tdp_w
+    # the measured range the memory share is taken from: decode draws 137-300 W on a 700 W H200
+    assert predict("h200-sxm", "llama-3.1-8b", "arm", {"batch": 8})["power_w"] < 320
+
+
+def test_energy_and_cost_follow_their_formulas():
+    p = predict("h200-sxm", "llama-3.1-8b", "arm", {"batch": 8, "tensor_parallel": 2})
+    assert p["energy_per_token_j"] == pytest.approx(p["power_w"] * 2 / p["tokens_per_s"])
+    assert p["price_per_hour_usd"] == pytest.approx(H200.price_per_hour_usd * 2)
+    assert p["cost_per_million_tokens_usd"] == pytest.approx(H200.price_per_hour_usd * 2 / 3600
+                                                              / p["tokens_per_s"] * 1e6)
+
+
+def test_a_device_without_a_price_reports_no_cost(capsys):
+    assert main(["predict", "--hardware", "h100-sxm", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["price_per_hour_usd"] is None and data["cost_per_million_tokens_usd"] is None
+    assert data["energy_per_token_j"] > 0
+
+
+def test_idle_power_is_a_spec_field_below_the_tdp():
+    hw = load_hardware("h100-sxm", {"power.idle_w": 70})
+    assert power.idle_power_w(hw) == 70
+    with pytest.raises(ValueError, match="idle_w"):
+        load_hardware("h100-sxm", {"power.idle_w": 900})
+
+
+def test_plan_ranks_by_cost_or_energy(capsys):
+    argv = ["plan", "--hardware", "h100-sxm", "h200-sxm", "b200-sxm", "--tpot-ms", "40", "--tp", "1",
+            "--batch", "1", "8", "64", "--cache", "fp16", "--json"]
+    assert main([*argv, "--rank-by", "energy"]) == 0
+    by_energy = json.loads(capsys.readouterr().out)["plans"]
+    energies = [p["best"]["energy_per_token_j"] for p in by_energy if p["best"]]
+    assert energies == sorted(energies)
+    assert main([*argv, "--rank-by", "cost"]) == 0
+    by_cost = json.loads(capsys.readouterr().out)["plans"]
+    assert by_cost[-1]["hardware"] == "h100-sxm"  # no price: ranked after the priced devices
+    priced = [p["best"]["cost_per_million_tokens_usd"] for p in by_cost if p["best"] and p["hardware"] != "h100-sxm"]
+    assert priced == sorted(priced) and all(c > 0 for c in priced)
+    for p in by_cost:  # each device's best option is its cheapest per token among those meeting the target
+        ok = [o["cost_per_million_tokens_usd"] for o in p["options"] if o["ok"] and o["cost_per_million_tokens_usd"]]
+        if ok:
+            assert p["best"]["cost_per_million_tokens_usd"] == min(ok)
