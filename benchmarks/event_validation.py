@@ -37,7 +37,7 @@ def main() -> int:
     seconds = time.perf_counter() - start
     errors = json.loads(done.stdout)
     old = json.loads(Path(args.compare).read_text()) if args.compare else None
-    n = errors["overall"]["n"]
+    n = errors["overall"]["rows"]
     print(f"`perfmodel validate {args.table} --engine event --sample {args.sample}` on {os.cpu_count()} CPUs: "
           f"{seconds:.1f} s, {n / seconds:,.0f} rows/s")
     if args.time_only:
@@ -48,7 +48,7 @@ def main() -> int:
     worst = 0.0
     for hw, by_op in errors["by_hardware"].items():
         for op, s in by_op.items():
-            line = f"| {hw} | {op} | {s['n']:,} | {s['median_ape_pct']:.2f}% | {s['p90_ape_pct']:.2f}% |"
+            line = f"| {hw} | {op} | {s['rows']:,} | {s['median_ape_pct']:.2f}% | {s['p90_ape_pct']:.2f}% |"
             if old:
                 o = old["by_hardware"][hw][op]
                 d_med, d_p90 = s["median_ape_pct"] - o["median_ape_pct"], s["p90_ape_pct"] - o["p90_ape_pct"]
