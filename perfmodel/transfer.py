@@ -265,11 +265,20 @@ def transfer(target: Hardware, sources: Sequence[Hardware]) -> Hardware:
 
 def carry(hw: Hardware) -> Hardware:
     """``hw`` whose calibration was made for other figures: normalised with those, re-applied to its own."""
+    from pydantic import ValidationError
+
+    from perfmodel.errors import SpecError
+
     made_for = {k: float(v) for k, v in (hw.efficiency.calibrated_for or {}).items()}
-    n = normalise(hw, {**figures(hw), **made_for})
     note = (f"calibration carried from the figures it was made for to this spec's ({_changes(hw)}) in "
             f"device-independent units (perfmodel/transfer.py); originally: {hw.efficiency.note}")
-    eff = realise(n.values, hw, attention_kernel(hw), note)
+    try:
+        n = normalise(hw, {**figures(hw), **made_for})
+        eff = realise(n.values, hw, attention_kernel(hw), note)
+    except (ValidationError, ValueError, ZeroDivisionError, OverflowError) as exc:
+        raise SpecError(f"hardware {hw.name}", "efficiency.calibrated_for", made_for,
+                        "the figures of the spec the calibration was made for, from which it can be carried to this "
+                        f"one (it gave: {str(exc).splitlines()[0]})") from None
     return hw.model_copy(update={"efficiency": eff})
 
 

@@ -25,6 +25,9 @@ MIN_FRACTION = 1e-6
 Fraction = Annotated[float, Field(ge=MIN_FRACTION, le=1)]
 #: a time, a count or a size that must be finite and >= 0
 NonNegative = Annotated[float, Field(ge=0)]
+#: A spec figure a calibration was made for (perfmodel/transfer.py: FIGURES): finite, and within the ranges a
+#: device's counts, rates and latencies take (a latency may be unknown: 0).
+Figure = Annotated[float, Field(ge=0, le=1e18)]
 
 
 class Compute(Spec):
@@ -168,7 +171,7 @@ class Efficiency(Spec):
         0.8e-3, gt=0, description="how long a kernel runs before the power limiter slows it: a kernel of duration t "
                                   "takes the fraction t^4 / (t^4 + window^4) of the slow-down (s)")
     note: str = Field("datasheet defaults, not calibrated", description="how these numbers were obtained")
-    calibrated_for: dict[str, float] | None = Field(
+    calibrated_for: dict[str, Figure] | None = Field(
         None, description="the spec figures (SMs, clock, peak, bandwidths, latencies) this block was fit for; on a spec "
                           "whose figures differ it is carried over in device-independent units, not claimed as the "
                           "spec's own (perfmodel/transfer.py)")
