@@ -308,6 +308,8 @@ def resolve(hw: Hardware, sources: Sequence[Hardware] | Callable[[], Sequence[Ha
     is written by hand (no ``calibrated_for`` and a note other than the defaults'), is left as it is."""
     if hw.kind != "gpu":
         return hw
+    if unpublished(hw):
+        hw = fill_unpublished(hw, _sources(sources))
     if calibrated(hw):
         hw = hw if is_own(hw) else carry(hw)
         return _complete(hw, _sources(sources))
@@ -315,6 +317,63 @@ def resolve(hw: Hardware, sources: Sequence[Hardware] | Callable[[], Sequence[Ha
         return hw  # an efficiency block written by hand: the user's numbers
     sources = _sources(sources)
     return _complete(transfer(hw, sources), sources)
+
+
+def _role(hw: Hardware, name: str) -> str:
+    level = hw.memory[name]
+    if level.per_unit:
+        return "per-unit"
+    return "main" if name == hw.main_memory else "cache"
+
+
+def unpublished(hw: Hardware) -> list[str]:
+    """Memory figures ``hw`` leaves out: ``level.latency_s`` or ``level.bandwidth_bytes_per_s`` paths."""
+    out = []
+    for name, level in hw.memory.items():
+        if level.latency_s is None:
+            out.append(f"memory.{name}.latency_s")
+        if level.bandwidth_bytes_per_s is None:
+            out.append(f"memory.{name}.bandwidth_bytes_per_s")
+    return out
+
+
+def fill_unpublished(hw: Hardware, sources: Sequence[Hardware]) -> Hardware:
+    """``hw`` with the memory figures it leaves out taken from ``sources`` by the rule: the same-family devices
+    where there are any, else every source; a latency as the median of theirs at the level of the same role (per-
+    unit scratchpad, cache, main memory) in seconds; a cache's bandwidth as the median of theirs in bytes per SM
+    per clock, times this device's SMs and clock. The spec's ``sources`` gain a ``transfer`` entry saying so."""
+    donors = [s for s in sources if s.kind == hw.kind and s.name != hw.name]
+    fam = family(hw)
+    siblings = [s for s in donors if fam is not None and family(s) == fam]
+    pool = siblings or donors
+    if not pool:
+        return hw
+    memory = {}
+    filled = []
+    per_clock = hw.compute.units * hw.compute.clock_hz
+    for name, level in hw.memory.items():
+        role = _role(hw, name)
+        same = [(d, n) for d in pool for n in d.memory if _role(d, n) == role]
+        update: dict[str, Any] = {}
+        if level.latency_s is None:
+            lats = [d.memory[n].latency_s for d, n in same if d.memory[n].latency_s]
+            if lats:
+                update["latency_s"] = _median(lats)
+        if level.bandwidth_bytes_per_s is None:
+            rates = [d.memory[n].bandwidth_bytes_per_s / (d.compute.units * d.compute.clock_hz) for d, n in same
+                     if d.memory[n].bandwidth_bytes_per_s]
+            if rates:
+                update["bandwidth_bytes_per_s"] = _median(rates) * per_clock
+        if update:
+            filled.append(f"memory.{name}: {', '.join(update)}")
+            update["source"] = "transfer"
+        memory[name] = level.model_copy(update=update) if update else level
+    if not filled:
+        return hw
+    rule = (f"perfmodel/transfer.py, figures the spec leaves out ({'; '.join(filled)}): median of "
+            f"{', '.join(d.name for d in pool)} ({'same family' if siblings else 'every calibrated device'}); "
+            "latencies in seconds, cache bandwidth in bytes per SM per clock")
+    return hw.model_copy(update={"memory": memory, "sources": {**hw.sources, "transfer": rule}})
 
 
 def _sources(sources: Sequence[Hardware] | Callable[[], Sequence[Hardware]]) -> Sequence[Hardware]:

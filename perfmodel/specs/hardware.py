@@ -73,8 +73,11 @@ class MemoryLevel(Spec):
     """One level of the memory hierarchy."""
 
     capacity_bytes: PositiveFloat = Field(description="capacity (bytes); per unit when `per_unit` is true")
-    bandwidth_bytes_per_s: PositiveFloat = Field(description="aggregate peak bandwidth of the level over all units (B/s)")
-    latency_s: PositiveFloat | None = Field(None, description="load-to-use latency (s), if known")
+    bandwidth_bytes_per_s: PositiveFloat | None = Field(
+        None, description="aggregate peak bandwidth of the level over all units (B/s); required for main memory; "
+                          "a GPU cache left without one gets it from the transfer rule (perfmodel/transfer.py)")
+    latency_s: PositiveFloat | None = Field(
+        None, description="load-to-use latency (s); a GPU level left without one gets it from the transfer rule")
     per_unit: bool = Field(False, description="true when the capacity is per SM/core (shared memory, L1, L2 of a CPU core)")
     partitions: int = Field(
         1, ge=1, description="partitions that each keep their own copy of data every SM reads (the two halves of an "
@@ -207,6 +210,11 @@ class Hardware(Spec):
         problems = []
         if not self.memory:
             problems.append(Problem("memory", self.memory, "at least one memory level"))
+        for name, level in self.memory.items():
+            if level.bandwidth_bytes_per_s is None and (name == list(self.memory)[-1] or self.kind != "gpu"):
+                problems.append(Problem(f"memory.{name}.bandwidth_bytes_per_s", None,
+                                        "a bandwidth (only a GPU's caches may leave it out, for the transfer rule to "
+                                        "fill)"))
         cited = [("compute.source", self.compute.source)]
         cited += [(f"memory.{k}.source", v.source) for k, v in self.memory.items()]
         cited += [(f"interconnect.{k}.source", v.source) for k, v in self.interconnect.items()]

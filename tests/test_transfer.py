@@ -1,0 +1,114 @@
+"""The transfer rule (perfmodel/transfer.py): own, carried, sibling and cross-device efficiency blocks, and the
+memory figures a spec leaves out."""
+from __future__ import annotations
+
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from perfmodel import transfer
+from perfmodel.specs.hardware import Efficiency, load_hardware
+
+CATALOG = Path(__file__).resolve().parents[1] / "hardware"
+CALIBRATED = ("a100-sxm-80gb", "gb200", "h100-sxm", "l40s")
+
+
+def _copy(tmp_path: Path, name: str, edit) -> Path:
+    data = yaml.safe_load((CATALOG / f"{name}.yaml").read_text())
+    edit(data)
+    path = tmp_path / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))  # levels stay nearest first
+    return path
+
+
+@pytest.mark.parametrize("name", CALIBRATED)
+def test_calibrated_catalog_gpus_use_their_own_fit(name):
+    hw = load_hardware(name)
+    assert transfer.is_own(hw) and hw.efficiency.note.startswith("fit on")
+    raw = load_hardware(name, resolve_efficiency=False)
+    assert hw.efficiency.tensor == raw.efficiency.tensor
+
+
+def test_siblings_take_the_calibrated_sibling_block():
+    h100, h200 = load_hardware("h100-sxm"), load_hardware("h200-sxm")
+    assert "sibling rule" in h200.efficiency.note and "h100-sxm" in h200.efficiency.note
+    assert h200.efficiency.tensor == pytest.approx(h100.efficiency.tensor)
+    assert h200.efficiency.attention_kernel == "fa3"
+    for name in ("b200-sxm", "b300-sxm"):
+        hw = load_hardware(name)
+        assert "sibling rule" in hw.efficiency.note and "gb200" in hw.efficiency.note
+        assert hw.efficiency.attention_kernel == "trtllm"
+
+
+def test_the_gb202_graphics_sm_is_not_a_sibling_of_datacenter_blackwell():
+    hw = load_hardware("rtx-pro-6000-server")
+    assert "cross-device rule" in hw.efficiency.note and hw.efficiency.attention_kernel == "fa2"
+
+
+def test_an_edited_copy_carries_the_calibration_and_says_so(tmp_path):
+    """More SMs and a slower memory on a copy of the H100: fractions stay, the tile times follow the new latency,
+    and the note says the calibration was carried, not fit."""
+    def edit(d):
+        d["name"] = "h100-edited"
+        d["compute"]["units"] = 160
+        d["memory"]["hbm"]["latency_s"] = 2 * float(d["memory"]["hbm"]["latency_s"])
+    hw = load_hardware(_copy(tmp_path, "h100-sxm", edit))
+    h100 = load_hardware("h100-sxm")
+    assert not transfer.is_own(hw)
+    assert hw.efficiency.note.startswith("calibration carried") and "units 132 -> 160" in hw.efficiency.note
+    assert hw.efficiency.tensor == pytest.approx(h100.efficiency.tensor)
+    assert hw.efficiency.attention_tile_s == pytest.approx(2 * h100.efficiency.attention_tile_s)
+
+
+def test_cross_device_rule_is_the_median_in_device_independent_units(tmp_path):
+    def edit(d):
+        d["name"] = "new-gpu"
+        d["compute"]["architecture"] = "unknown-arch"
+        d["compute"].pop("sm_version", None)
+        d["efficiency"] = {"note": "datasheet defaults, not calibrated"}
+    hw = load_hardware(_copy(tmp_path, "h100-sxm", edit))
+    assert "cross-device rule" in hw.efficiency.note
+    sources = [load_hardware(n) for n in CALIBRATED]
+    expect = statistics.median(s.efficiency.tensor for s in sources)
+    assert hw.efficiency.tensor == pytest.approx(expect)
+    lat = hw.memory["hbm"].latency_s
+    # the tile time is a family value: an unknown architecture runs FlashAttention-2, so the median of the FA2
+    # devices' tile times in main-memory round trips
+    assert hw.efficiency.attention_kernel == "fa2"
+    rts = [s.efficiency.attention_tile_s / s.memory[s.main_memory].latency_s for s in sources
+           if s.efficiency.attention_kernel == "fa2"]
+    assert len(rts) == 2 and hw.efficiency.attention_tile_s / lat == pytest.approx(statistics.median(rts))
+
+
+def test_transfer_never_draws_from_the_target_itself():
+    h100 = load_hardware("h100-sxm")
+    datasheet = h100.model_copy(update={"efficiency": Efficiency()})
+    moved = transfer.transfer(datasheet, [load_hardware(n) for n in CALIBRATED])
+    assert "h100-sxm" not in re.sub(r"attention-kernel values.*", "", moved.efficiency.note.split("median")[1])
+
+
+def test_memory_figures_left_out_come_from_the_rule(tmp_path):
+    def edit(d):
+        d["name"] = "my-ada-card"
+        for key in ("bandwidth_bytes_per_s", "latency_s"):
+            d["memory"]["l2"].pop(key)
+        d["memory"]["gddr"].pop("latency_s")
+        d["efficiency"] = {"note": "datasheet defaults, not calibrated"}
+    hw = load_hardware(_copy(tmp_path, "l40s", edit))
+    l40s = load_hardware("l40s")
+    assert hw.memory["l2"].bandwidth_bytes_per_s == pytest.approx(l40s.memory["l2"].bandwidth_bytes_per_s)
+    assert hw.memory["gddr"].latency_s == pytest.approx(l40s.memory["gddr"].latency_s)
+    assert hw.memory["l2"].source == "transfer" and "same family" in hw.sources["transfer"]
+
+
+def test_main_memory_bandwidth_cannot_be_left_out(tmp_path):
+    from perfmodel.errors import SpecError
+
+    def edit(d):
+        d["name"] = "no-bandwidth"
+        d["memory"]["hbm"].pop("bandwidth_bytes_per_s")
+    with pytest.raises(SpecError, match="memory.hbm.bandwidth_bytes_per_s"):
+        load_hardware(_copy(tmp_path, "h100-sxm", edit))
