@@ -8,8 +8,9 @@ does so).
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -126,3 +127,51 @@ def tensor_bytes(*tensors: torch.Tensor | None) -> int:
     """Bytes held by the given tensors (``numel · element_size``), None skipped: the traffic of reading or
     writing each once."""
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launch reports: what a recorder (perfmodel.reference.recorder) hears
+_LISTENERS: list[Callable[[list], None]] = []
+_DEPTH = [0]
+
+
+def listen(callback: Callable[[list], None]) -> None:
+    """Call ``callback(ops)`` after every kernel launch (the list of perfmodel.ops.Op describing it)."""
+    _LISTENERS.append(callback)
+
+
+def unlisten(callback: Callable[[list], None]) -> None:
+    _LISTENERS.remove(callback)
+
+
+def inside_kernel() -> bool:
+    """Whether a kernel wrapper is running (torch work now belongs to that launch)."""
+    return _DEPTH[0] > 0
+
+
+def kernel_launch(describe: Callable[..., Any]):
+    """Mark a wrapper as one kernel launch, described by ``describe(*args, **kwargs)``: an Op, or a list of Ops
+    for a fused kernel that does the work of several (each part as the model counts it).
+
+    While anyone listens (:func:`listen`), a wrapper called from another wrapper is part of its caller's
+    launch and is not reported again; with nobody listening the wrapper runs as it is.
+    """
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if not _LISTENERS:
+                return fn(*args, **kwargs)
+            outer = _DEPTH[0] == 0
+            _DEPTH[0] += 1
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                _DEPTH[0] -= 1
+            if outer:
+                found = describe(*args, **kwargs)
+                found = list(found) if isinstance(found, (list, tuple)) else [found]
+                for callback in list(_LISTENERS):
+                    callback(found)
+            return result
+        return wrapper
+    return decorate

@@ -50,6 +50,20 @@ def test_torch_path_matches_fp64_reference():
     check(q, k, v, prefill_attention(q, k, v, mask="block_causal", block_size=16), "block_causal", 16)
 
 
+@pytest.mark.parametrize("impl", [pytest.param("triton", marks=triton_cpu), "torch"])
+def test_writes_into_a_token_major_output(impl):
+    # q taken out of a fused [batch, tokens, heads + 2·kv_heads, d] projection, the result written where an
+    # output projection reads it: [batch, tokens, heads, d] (no copy between the kernels).
+    gen = torch.Generator().manual_seed(7)
+    qkv = randn(2, 33, 8 + 2 * 2, 64, gen=gen, dtype=torch.float16)
+    q = qkv[:, :, :8].permute(0, 2, 1, 3)
+    k, v = (qkv[:, :, 8 + 2 * i:10 + 2 * i].permute(0, 2, 1, 3) for i in range(2))
+    buf = torch.empty(2, 33, 8, 64, dtype=torch.float16)
+    got = prefill_attention(q, k, v, mask="causal", out=buf.permute(0, 2, 1, 3), impl=impl)
+    assert got.data_ptr() == buf.data_ptr()
+    check(q, k, v, buf.permute(0, 2, 1, 3), "causal", None)
+
+
 def test_masks_as_drawn():
     t, f = True, False
     assert attention_mask(4, 4, "causal").tolist() == [[t, f, f, f], [t, t, f, f], [t, t, t, f], [t, t, t, t]]
