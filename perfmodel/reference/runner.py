@@ -85,6 +85,13 @@ def check_supported(model: Model, sc: Scenario) -> None:
         no("gen_len", sc.gen_len, f"whole blocks (a multiple of block_size {sc.block_size})")
 
 
+def capacity(model: Model, scenario: Scenario) -> int:
+    """Positions a run of ``scenario`` needs (the longest context of its schedule, or prompt + answer)."""
+    s, p = from_specs(model, scenario)
+    longest = max(int(ps.context) for ps in build_passes(s, p, exact=True))
+    return max(longest, int(p.prompt_len + p.gen_len))
+
+
 class Reference:
     """A model with random weights, ready to run a scenario's method any number of times."""
 
@@ -94,7 +101,7 @@ class Reference:
         self.model, self.scenario = model, scenario
         self.structure, self.params = from_specs(model, scenario)
         self.passes = build_passes(self.structure, self.params, exact=True)
-        self.capacity = max(int(ps.context) for ps in self.passes)
+        self.capacity = capacity(model, scenario)
         self.dtype = TORCH_DTYPES[scenario.compute_dtype]
         self.device = torch.device(device)
         self.seed = seed
@@ -134,13 +141,47 @@ class Reference:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def run(self, on_pass: Callable[[PassTime], None] | None = None) -> RunResult:
-        """One whole decoding run; every pass instance timed (synchronised on CUDA)."""
+    @property
+    def replayable(self) -> bool:
+        """Whether a pass can run twice with the same effect (a CUDA graph replayed to time it): not with
+        clusters, whose update folds the new key into running means."""
+        return self.structure.attention_kind == "dense"
+
+    def _graph_pass(self, cache, step: Step, policy: Policy, replays: int):
+        """Capture the pass in a CUDA graph, replay it once to run it, then ``replays`` times to time it; returns
+        (median replay seconds, the pass's output). Capturing runs the Python side once (cache bookkeeping);
+        the replays run the kernels."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = forward(self.model, self.weights, cache, step, policy.inputs(step))
+        graph.replay()
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(replays)]
+        for begin, end in events:
+            begin.record()
+            graph.replay()
+            end.record()
+        torch.cuda.synchronize(self.device)
+        times = sorted(begin.elapsed_time(end) * 1e-3 for begin, end in events)
+        if out is not None:
+            out = tuple(t.clone() for t in out)
+        del graph
+        return times[len(times) // 2], out
+
+    def run(self, on_pass: Callable[[PassTime], None] | None = None, *, graph_replays: int = 0) -> RunResult:
+        """One whole decoding run; every pass instance timed (synchronised on CUDA).
+
+        ``graph_replays`` > 0 (CUDA, :attr:`replayable` methods): every pass instance is captured in a CUDA
+        graph and its time is the median of that many replays, without the launch gaps of eager PyTorch;
+        ``run_s`` then includes the captures and is not a run time.
+        """
+        if graph_replays and (self.device.type != "cuda" or not self.replayable):
+            raise ValueError(f"graph_replays={graph_replays}: expected a CUDA device and a method whose passes can be "
+                             f"replayed (dense attention), got {self.device.type} and attention.kind "
+                             f"{self.structure.attention_kind!r}")
         with untracked("run setup"):
             cache = self.new_cache()
-            positions = max(self.capacity, int(self.params.prompt_len + self.params.gen_len))
-            policy = Policy(self.structure, self.params, positions, self.model.vocab_size, int(self.params.batch),
-                            self.device, self.seed)
+            policy = Policy(self.structure, self.params, self.capacity, self.model.vocab_size,
+                            int(self.params.batch), self.device, self.seed)
         result = RunResult(policy.ids, self.passes)
         self._sync()
         start = time.perf_counter()
@@ -148,13 +189,18 @@ class Reference:
             step = Step.of(ps)
             for instance in range(int(ps.count)):
                 t0 = time.perf_counter()
-                with pass_section(index, instance):
-                    out = forward(self.model, self.weights, cache, step, policy.inputs(step))
+                if graph_replays:
+                    seconds, out = self._graph_pass(cache, step, policy, graph_replays)
+                else:
+                    with pass_section(index, instance):
+                        out = forward(self.model, self.weights, cache, step, policy.inputs(step))
                 with untracked("decoding policy"):
                     if out is not None:
                         policy.update(step, *out)
                 self._sync()
-                timing = PassTime(index, instance, ps.phase, time.perf_counter() - t0)
+                if not graph_replays:
+                    seconds = time.perf_counter() - t0
+                timing = PassTime(index, instance, ps.phase, seconds)
                 result.times.append(timing)
                 if on_pass is not None:
                     on_pass(timing)

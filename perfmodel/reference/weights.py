@@ -49,8 +49,9 @@ class Weights:
 
 
 def _normal(gen: torch.Generator, shape: tuple[int, ...], scale: float, dtype, device) -> torch.Tensor:
-    # Made on the CPU from a seeded generator (the same values on every device), in fp32, then cast.
-    return (torch.randn(*shape, generator=gen) * scale).to(device=device, dtype=dtype)
+    # Drawn on the device itself, in its dtype, from a seeded generator of that device (an 8B model's weights
+    # made on a host CPU in fp32 would take minutes and twice the memory).
+    return torch.randn(*shape, generator=gen, device=device, dtype=dtype).mul_(scale)
 
 
 def rope_tables(positions: int, head_dim: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,14 +67,14 @@ def random_weights(model: Model, *, positions: int, dtype: torch.dtype = torch.b
     if not model.gated_mlp:
         raise ValueError(f"model {model.name}: gated_mlp false; expected a gated (SwiGLU) MLP, the only one the "
                          "reference implements")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
     h, q_dim, kv_dim, inter = model.hidden_size, model.q_dim, model.kv_dim, model.intermediate_size
 
     def mat(rows: int, cols: int) -> torch.Tensor:
         return _normal(gen, (rows, cols), cols ** -0.5, dtype, device)
 
     def norm(width: int) -> torch.Tensor:
-        return (1.0 + 0.1 * torch.randn(width, generator=gen)).to(device=device, dtype=dtype)
+        return _normal(gen, (width,), 0.1, dtype, device).add_(1.0)
 
     layers = []
     for _ in range(model.num_hidden_layers):
