@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any, Callable, Iterable
 
 import torch
@@ -131,16 +132,17 @@ def tensor_bytes(*tensors: torch.Tensor | None) -> int:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Launch reports: what a recorder (perfmodel.reference.recorder) hears
-_LISTENERS: list[Callable[[list], None]] = []
+_LISTENERS: list[Callable[[list, float], None]] = []
 _DEPTH = [0]
 
 
-def listen(callback: Callable[[list], None]) -> None:
-    """Call ``callback(ops)`` after every kernel launch (the list of perfmodel.ops.Op describing it)."""
+def listen(callback: Callable[[list, float], None]) -> None:
+    """Call ``callback(ops, seconds)`` after every kernel launch: the perfmodel.ops.Op list describing it and the
+    host time the wrapper took (the kernel's time on a CPU; on CUDA only its launch, the device runs on)."""
     _LISTENERS.append(callback)
 
 
-def unlisten(callback: Callable[[list], None]) -> None:
+def unlisten(callback: Callable[[list, float], None]) -> None:
     _LISTENERS.remove(callback)
 
 
@@ -163,15 +165,17 @@ def kernel_launch(describe: Callable[..., Any]):
                 return fn(*args, **kwargs)
             outer = _DEPTH[0] == 0
             _DEPTH[0] += 1
+            start = time.perf_counter()
             try:
                 result = fn(*args, **kwargs)
             finally:
                 _DEPTH[0] -= 1
             if outer:
+                seconds = time.perf_counter() - start
                 found = describe(*args, **kwargs)
                 found = list(found) if isinstance(found, (list, tuple)) else [found]
                 for callback in list(_LISTENERS):
-                    callback(found)
+                    callback(found, seconds)
             return result
         return wrapper
     return decorate

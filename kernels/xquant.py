@@ -190,7 +190,8 @@ def dequant_matmul(qx: GroupQuant, w: torch.Tensor, *, out: torch.Tensor | None 
     if out is not None:
         check_tensor("out", out, ndim=2, dtypes=(w.dtype,), shape=(m, n))
     if resolve_impl(impl, qx.codes, w) == "torch":
-        result = dequant_matmul_reference(qx, w)
+        # As a model runs it: a bf16 matmul stays bf16 (fp32 accumulation inside the BLAS), not upcast.
+        result = dequant_matmul_reference(qx, w, compute_dtype=torch.bfloat16 if w.dtype == torch.bfloat16 else None)
         return result if out is None else out.copy_(result)
     for name, t in (("qx.codes", qx.codes), ("qx.scale", qx.scale), ("qx.zero", qx.zero)):
         if t.stride(-1) != 1:

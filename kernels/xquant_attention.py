@@ -180,7 +180,9 @@ def xquant_decode_attention(q: torch.Tensor, k_new: torch.Tensor, v_new: torch.T
     kv_heads, n_new = k_new.shape[1], k_new.shape[2]
     n_cached = _rows(x_k) // batch
     if resolve_impl(impl, q, k_new, w_k) == "torch":
-        return xquant_decode_attention_reference(q, k_new, v_new, x_k, w_k, x_v, w_v, sm_scale=scale)
+        # The rematerialisation as a model runs it: a bf16 matmul stays bf16 (fp32 accumulation in the BLAS).
+        return xquant_decode_attention_reference(q, k_new, v_new, x_k, w_k, x_v, w_v, sm_scale=scale,
+                                                 remat_dtype=torch.bfloat16 if w_k.dtype == torch.bfloat16 else None)
     quant = isinstance(x_k, GroupQuant)
     width = _width(x_k)
     for name, t in (("q", q), ("k_new", k_new), ("v_new", v_new), ("w_k", w_k), ("w_v", w_v)):
@@ -253,11 +255,13 @@ def rematerialise(x, w: torch.Tensor, batch: int, kv_heads: int, compute_dtype: 
 
 
 def xquant_decode_attention_reference(q, k_new, v_new, x_k, w_k, x_v=None, w_v=None, *, sm_scale=None,
-                                      compute_dtype=None):
-    """Rematerialise K and V (in w's dtype), append this step's own, then plain decode attention."""
+                                      compute_dtype=None, remat_dtype=None):
+    """Rematerialise K and V (in w's dtype; the products in ``remat_dtype``, default ``compute_dtype``), append
+    this step's own, then plain decode attention."""
     x_v = x_k if x_v is None else x_v
     batch, kv_heads = q.shape[0], k_new.shape[1]
     cd = compute_dtype or (torch.float64 if q.dtype == torch.float64 else torch.float32)
-    k = torch.cat([rematerialise(x_k, w_k, batch, kv_heads, cd).to(q.dtype), k_new], dim=2)
-    v = torch.cat([rematerialise(x_v, w_v, batch, kv_heads, cd).to(q.dtype), v_new], dim=2)
+    rd = remat_dtype or cd
+    k = torch.cat([rematerialise(x_k, w_k, batch, kv_heads, rd).to(q.dtype), k_new], dim=2)
+    v = torch.cat([rematerialise(x_v, w_v, batch, kv_heads, rd).to(q.dtype), v_new], dim=2)
     return decode_attention_reference(q, k, v, sm_scale=sm_scale, compute_dtype=compute_dtype)

@@ -33,11 +33,13 @@ NO_WORK = frozenset({
 
 @dataclass(frozen=True)
 class Launch:
-    """One reported part of a kernel launch, in order: the pass it belongs to (index and instance), the op."""
+    """One reported part of a kernel launch, in order: the pass it belongs to (index and instance), the op, and
+    the host time of the whole launch (on its first part; 0 on the others of a fused kernel)."""
 
     pass_index: int
     instance: int
     op: Op
+    seconds: float = 0.0
 
 
 @dataclass
@@ -70,13 +72,13 @@ class Recorder:
         _ACTIVE.remove(self)
         _common.unlisten(self._heard)
 
-    def _heard(self, parts: list[Op]) -> None:
+    def _heard(self, parts: list[Op], seconds: float) -> None:
         names = _NAMES[-1] if _NAMES else tuple(op.name for op in parts)
         if len(names) != len(parts):
             raise AssertionError(f"a launch of {len(parts)} part(s) ({', '.join(op.name for op in parts)}) named "
                                  f"{names!r}: expected one name per part")
-        for name, op in zip(names, parts):
-            self.launches.append(Launch(*self._pass, replace(op, name=name)))
+        for i, (name, op) in enumerate(zip(names, parts)):
+            self.launches.append(Launch(*self._pass, replace(op, name=name), seconds if i == 0 else 0.0))
 
     def by_pass(self) -> dict[tuple[int, int], list[Op]]:
         """Launches grouped by (pass index, instance), in order."""
