@@ -103,3 +103,25 @@ def test_unsupported_scenarios_are_clear_errors(field, value, message):
         Reference(GQA, load_scenario(scenario, {**SHORT, field: value}))
     with pytest.raises(ValueError, match="gen_len 12: the reference runs whole blocks"):
         Reference(MHA, load_scenario("block-dlm", {**BLOCKS, "gen_len": 12}))
+
+
+_no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (compiled Triton kernels)")
+
+
+@pytest.mark.cuda
+@_no_cuda
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_on_cuda_the_triton_kernels_launch_the_same_ops(case):
+    # On CUDA every attention, sampling and cache-write kernel is compiled Triton; the op list must not change.
+    model, scenario, overrides = CASES[case]
+    ref = Reference(model, load_scenario(scenario, overrides), device="cuda")
+    with Recorder() as rec:
+        result = ref.run()
+    problems = compare(rec.by_pass(), ref.structure, ref.params, ref.passes)
+    assert problems == [], "\n".join(problems[:20])
+    ids = result.ids[:, :ref.params.prompt_len + ref.params.gen_len]
+    assert not (ids == model.vocab_size - 1).any()
+    if ref.replayable:
+        graphed = ref.run(graph_replays=3)
+        assert len(graphed.times) == len(result.times) and all(t.seconds > 0 for t in graphed.times)
+        assert not (graphed.ids[:, :ids.shape[1]] == model.vocab_size - 1).any()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_checks import randn, triton_cpu
+from kernel_checks import cuda, randn, triton_cpu
 from perfmodel.kernels._common import dtype_name, tensor_bytes
 from perfmodel.kernels.elementwise import subtract, subtract_op, subtract_reference
 from perfmodel.kernels.embedding import embedding, embedding_op, embedding_reference
@@ -78,3 +78,18 @@ def test_subtract(dtype):
     torch.testing.assert_close(subtract(a, b), subtract_reference(a, b), rtol=0, atol=0)
     op = subtract_op(tokens=7, width=33, dtype=dtype_name(dtype))
     assert (op.read_bytes, op.write_bytes) == (tensor_bytes(a, b), tensor_bytes(a))
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_compiled_on_cuda(dtype):
+    x = logits_with_ties(7, 128256, dtype, seed=3).cuda()
+    token, conf = greedy(x, impl="triton")
+    ref_token, ref_conf = greedy_reference(x.cpu())
+    assert torch.equal(token.cpu(), ref_token)
+    torch.testing.assert_close(conf.cpu().double(), ref_conf, rtol=2e-5, atol=0)
+    qkv = randn(3, 33, 16, 128, dtype=dtype, device="cuda")
+    k, v = qkv[:, :, 8:12].permute(0, 2, 1, 3), qkv[:, :, 12:].permute(0, 2, 1, 3)
+    k_cache, v_cache = (torch.zeros(3, 4, 64, 128, dtype=dtype, device="cuda") for _ in range(2))
+    write_kv(k_cache[:, :, 7:40], v_cache[:, :, 7:40], k, v, impl="triton")
+    assert torch.equal(k_cache[:, :, 7:40], k) and torch.equal(v_cache[:, :, 7:40], v)

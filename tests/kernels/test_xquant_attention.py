@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_checks import assert_close_to_reference, randn, triton_cpu
+from kernel_checks import assert_close_to_reference, cuda, randn, triton_cpu
 from perfmodel.kernels._common import dtype_name, tensor_bytes
 from perfmodel.kernels.groupquant import GroupQuant, packed_width
 from perfmodel.kernels.xquant import dequant_matmul, dequant_matmul_reference, dequantize_x, quantize_x, quantize_x_into
@@ -124,3 +124,24 @@ def test_rejects_bad_inputs_saying_expected_and_got():
         xquant_decode_attention(q, k_new, v_new, x, w_k[:32], w_v=w_v)
     with pytest.raises(ValueError, match="w_v: expected the value weights"):
         xquant_decode_attention(q, k_new, v_new, x, w_k)
+
+
+@cuda
+@pytest.mark.parametrize("kind", ["x", "svd", "cl"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_compiled_on_cuda(kind, dtype):
+    case = make_case(kind, 2, 32, 8, 128, 1024 if kind != "svd" else 1024, 513, 1, dtype, 4, 128)
+    q, k_new, v_new, x_k, w_k, x_v, w_v = case
+
+    def to(t):
+        if isinstance(t, torch.Tensor):
+            return t.cuda()
+        return GroupQuant(t.codes.cuda(), t.scale.cuda(), t.zero.cuda(), t.bits, t.group_size, t.n)
+    xk = to(x_k)
+    xv = xk if x_v is x_k else to(x_v)
+    out = xquant_decode_attention(to(q), to(k_new), to(v_new), xk, to(w_k), xv, to(w_v), impl="triton")
+    d64 = (lambda t: t.double() if isinstance(t, torch.Tensor) else t)
+    ref = xquant_decode_attention_reference(q.double(), k_new.double(), v_new.double(), d64(x_k), w_k.double(),
+                                            d64(x_v), w_v.double())
+    pt = xquant_decode_attention_reference(q, k_new, v_new, x_k, w_k, x_v, w_v, compute_dtype=dtype)
+    assert_close_to_reference(out.cpu(), ref, pt)
