@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                                        "the rows belong to, e.g. out/host.yaml from perfmodel calibrate)")
     ap.add_argument("--measure", action="store_true", help="run the CPU e2e suite into TABLE first")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per case with --measure (default 3)")
+    ap.add_argument("--threads", type=int, help="torch threads with --measure (default: torch's own choice)")
+    ap.add_argument("--clock", choices=["wall", "process"], default="wall",
+                    help="with --measure: wall clock, or process CPU time (needs --threads 1)")
     ap.add_argument("--engine", choices=["analytic", "event"], default="analytic")
     args = ap.parse_args(argv)
 
@@ -67,11 +70,14 @@ def main(argv: list[str] | None = None) -> int:
 
         from perfmodel.validation import e2e
 
+        if args.threads:
+            torch.set_num_threads(args.threads)
         before = os.getloadavg()
         e2e.measure_e2e(e2e.suite_cases("cpu"), args.table, device="cpu", hardware=args.hardware,
-                        repeats=args.repeats)
+                        repeats=args.repeats, clock=args.clock)
         after = os.getloadavg()
-        print(f"Measured with torch {torch.__version__}, {torch.get_num_threads()} threads; load average "
+        print(f"Measured with torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock; "
+              "load average "
               f"(1/5/15 min) {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f} before, "
               f"{after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f} after.\n")
     table = read_table(args.table)

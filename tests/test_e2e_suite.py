@@ -130,3 +130,27 @@ def test_graph_timing_needs_cuda(tiny):
     with pytest.raises(ValueError, match="CUDA graphs need --device cuda"):
         measure_e2e([Case.make(tiny, "arm", prompt_len=8, gen_len=2)], tiny + ".csv", graph_replays=5,
                     progress=False)
+
+
+def test_process_clock_needs_one_cpu_thread(tiny, tmp_path):
+    import torch
+
+    from perfmodel.reference import Reference
+    from perfmodel.specs.model import load_model
+    from perfmodel.specs.scenario import load_scenario
+
+    ref = Reference(load_model(tiny), load_scenario("arm", {"prompt_len": 8, "gen_len": 3}))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(ValueError, match="clock='process' on cpu with 2 torch threads"):
+            ref.run(clock="process")
+        torch.set_num_threads(1)
+        run = ref.run(clock="process")
+        assert run.run_s > 0 and all(t.seconds >= 0 for t in run.times)
+        out = tmp_path / "e2e.csv"
+        measure_e2e([Case.make(tiny, "arm", prompt_len=8, gen_len=3)], out, repeats=1, clock="process",
+                    progress=False)
+        assert read_table(out).source.str.endswith("clock=process").all()
+    finally:
+        torch.set_num_threads(threads)

@@ -11,7 +11,10 @@ passes divided by their number, like for like.
 Robust timing on a shared machine: every case runs once untimed first (warm-up: allocator, caches, Triton
 compilation), then ``repeats`` timed runs; the cases of one model take turns (round-robin), so that a slow
 minute slows every method a little rather than one a lot; a row is the median over the repeats (its quartiles
-are kept beside it). Weights are random, made once per model and shared by its cases.
+are kept beside it). On a CPU shared with other work, ``clock="process"`` with torch on one thread times each
+pass by the CPU time the process got (``time.process_time``), which leaves out the slices the operating system
+gave to other processes (the source then ends in ``clock=process``). Weights are random, made once per model
+and shared by its cases.
 
 Rows carry what the prediction needs: ``scenario`` (catalog name), ``model``, ``layers``, ``phase``,
 ``steps`` (instances of the phase in one run), ``spec`` (the model and scenario as JSON, exactly as run),
@@ -108,8 +111,8 @@ def suite_cases(device: str) -> tuple[Case, ...]:
     return CPU_CASES if device == "cpu" else CUDA_CASES
 
 
-def source_string(device: str, repeats: int) -> str:
-    """``perfmodel-e2e:<device>:<device name>:torch=<v>[:threads=<n>]:repeats=<r>``."""
+def source_string(device: str, repeats: int, clock: str = "wall") -> str:
+    """``perfmodel-e2e:<device>:<device name>:torch=<v>[:threads=<n>]:repeats=<r>[:clock=process]``."""
     import torch
 
     from perfmodel.validation import microbench as mb
@@ -118,6 +121,8 @@ def source_string(device: str, repeats: int) -> str:
     if device == "cpu":
         parts.append(f"threads={torch.get_num_threads()}")
     parts.append(f"repeats={repeats}")
+    if clock != "wall":
+        parts.append(f"clock={clock}")
     return ":".join(parts)
 
 
@@ -184,7 +189,7 @@ def measured_specs(path: Path, hardware: str) -> set[str]:
 
 def measure_e2e(cases: Sequence[Case], output: str | Path, *, device: str = "cpu",
                 hardware: str | Path | None = None, repeats: int = 3, warmup: int = 1, resume: bool = True,
-                graph_replays: int = 0, progress: bool = True,
+                graph_replays: int = 0, clock: str = "wall", progress: bool = True,
                 on_row: Callable[[dict[str, Any]], None] | None = None) -> E2EResult:
     """Time ``cases`` on ``device`` and append their step and run rows to the table at ``output``; on CUDA with
     ``graph_replays`` > 0 also one run of each replayable case timed from CUDA graph replays."""
@@ -216,7 +221,10 @@ def measure_e2e(cases: Sequence[Case], output: str | Path, *, device: str = "cpu
     done = measured_specs(path, label) if resume else set()
     todo = [c for c in cases if c.spec_json() not in done]
     result = E2EResult(path, skipped=len(cases) - len(todo))
-    source = source_string(device, repeats)
+    from perfmodel.reference.runner import clock_function
+
+    clock_function(clock, torch.device(device))  # a clock the device cannot use is refused before any run
+    source = source_string(device, repeats, clock)
     by_model: dict[tuple[str, int | None], list[Case]] = {}
     for case in todo:
         by_model.setdefault((case.model, case.layers), []).append(case)
@@ -237,7 +245,7 @@ def measure_e2e(cases: Sequence[Case], output: str | Path, *, device: str = "cpu
         for round_ in range(warmup + repeats):
             for i, (case, ref) in enumerate(zip(group, refs)):
                 bar.set_postfix_str(case.label(), refresh=False)
-                run = ref.run()
+                run = ref.run(clock=clock)
                 if round_ >= warmup:
                     runs[i].append(run)
                 bar.update(1)

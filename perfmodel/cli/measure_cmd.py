@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--samples", type=int, default=5, help="timed samples per shape (default 5)")
     m.add_argument("--repeats", type=int, default=3,
                    help="e2e: timed runs per case after one warm-up run, cases taking turns (default 3)")
+    m.add_argument("--clock", choices=["wall", "process"], default="wall",
+                   help="e2e: wall-clock time (default) or, on a CPU with --threads 1, the process's CPU time "
+                        "(leaves out the time other processes took on a shared machine)")
     m.add_argument("--graph-replays", type=int, default=0, metavar="N",
                    help="e2e on cuda: also time every pass of one run from N replays of its CUDA graph "
                         "(methods whose passes replay; default 0: eager timing only)")
@@ -188,6 +191,7 @@ def _run_e2e(args: argparse.Namespace, start: float) -> int:
     cases = e2e.suite_cases(args.device)
     result = e2e.measure_e2e(cases, args.output, device=args.device, hardware=args.hardware,
                              repeats=args.repeats, resume=args.resume, graph_replays=args.graph_replays,
+                             clock=args.clock,
                              progress=not args.no_progress)
     wall = time.perf_counter() - start
     summary = {"table": str(result.path), "suite": "e2e", "cases": len(cases), "measured": result.measured,

@@ -167,28 +167,32 @@ class Reference:
         del graph
         return times[len(times) // 2], out
 
-    def run(self, on_pass: Callable[[PassTime], None] | None = None, *, graph_replays: int = 0) -> RunResult:
+    def run(self, on_pass: Callable[[PassTime], None] | None = None, *, graph_replays: int = 0,
+            clock: str = "wall") -> RunResult:
         """One whole decoding run; every pass instance timed (synchronised on CUDA).
 
         ``graph_replays`` > 0 (CUDA, :attr:`replayable` methods): every pass instance is captured in a CUDA
         graph and its time is the median of that many replays, without the launch gaps of eager PyTorch;
-        ``run_s`` then includes the captures and is not a run time.
+        ``run_s`` then includes the captures and is not a run time. ``clock``: ``wall`` (``time.perf_counter``)
+        or, on a CPU running torch on one thread, ``process`` (``time.process_time``: the CPU time the process
+        got, which leaves out the time the operating system gave to other processes on a shared machine).
         """
         if graph_replays and (self.device.type != "cuda" or not self.replayable):
             raise ValueError(f"graph_replays={graph_replays}: expected a CUDA device and a method whose passes can be "
                              f"replayed (dense attention), got {self.device.type} and attention.kind "
                              f"{self.structure.attention_kind!r}")
+        now = clock_function(clock, self.device)
         with untracked("run setup"):
             cache = self.new_cache()
             policy = Policy(self.structure, self.params, self.capacity, self.model.vocab_size,
                             int(self.params.batch), self.device, self.seed)
         result = RunResult(policy.ids, self.passes)
         self._sync()
-        start = time.perf_counter()
+        start = now()
         for index, ps in enumerate(self.passes):
             step = Step.of(ps)
             for instance in range(int(ps.count)):
-                t0 = time.perf_counter()
+                t0 = now()
                 if graph_replays:
                     seconds, out = self._graph_pass(cache, step, policy, graph_replays)
                 else:
@@ -199,16 +203,32 @@ class Reference:
                         policy.update(step, *out)
                 self._sync()
                 if not graph_replays:
-                    seconds = time.perf_counter() - t0
+                    seconds = now() - t0
                 timing = PassTime(index, instance, ps.phase, seconds)
                 result.times.append(timing)
                 if on_pass is not None:
                     on_pass(timing)
             if ps.phase == "prefill" and hasattr(cache, "cluster"):
-                t0 = time.perf_counter()
+                t0 = now()
                 with untracked("offline clustering"):
                     cache.cluster(int(self.params.prompt_len), int(self.params.kmeans_iterations))
                 self._sync()
-                result.offline_s += time.perf_counter() - t0
-        result.run_s = time.perf_counter() - start - result.offline_s
+                result.offline_s += now() - t0
+        result.run_s = now() - start - result.offline_s
         return result
+
+
+CLOCKS = ("wall", "process")
+
+
+def clock_function(clock: str, device: torch.device) -> Callable[[], float]:
+    """``time.perf_counter`` for ``wall``; ``time.process_time`` for ``process``, which only a CPU running torch
+    on one thread may use (the process time of several threads adds up their CPU time)."""
+    if clock == "wall":
+        return time.perf_counter
+    if clock != "process":
+        raise ValueError(f"clock={clock!r}: expected one of {', '.join(CLOCKS)}")
+    if device.type != "cpu" or torch.get_num_threads() != 1:
+        raise ValueError(f"clock='process' on {device.type} with {torch.get_num_threads()} torch threads: expected a "
+                         "CPU running torch on one thread (perfmodel measure --threads 1)")
+    return time.process_time
