@@ -1,7 +1,7 @@
 """Where a whole step's error comes from: every kernel of an end-to-end case timed and predicted, op by op.
 
-    python benchmarks/e2e_breakdown.py --hardware out/host.yaml                 # every CPU case of the suite
-    python benchmarks/e2e_breakdown.py --hardware out/host.yaml --scenario kv-int4
+    python benchmarks/e2e_breakdown.py --hardware out/host1.yaml --threads 1 --clock process   # every CPU case
+    python benchmarks/e2e_breakdown.py --hardware out/host1.yaml --threads 1 --clock process --scenario kv-int4
 
 Runs each case of the CPU e2e suite (validation/e2e.py) once to warm up, then once under the recorder, which
 times every kernel launch on the host (on a CPU that is the kernel's time); predicts the same ops (the kernels
@@ -20,15 +20,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def breakdown(case, hw) -> list[str]:
+def breakdown(case, hw, clock: str = "wall") -> list[str]:
+    import time
+
     from perfmodel.engines.analytic import time_ops
     from perfmodel.reference import Recorder, Reference
 
     model, scenario = case.specs()
     ref = Reference(model, scenario)
     ref.run()
-    with Recorder() as rec:
-        result = ref.run()
+    with Recorder(clock=time.process_time if clock == "process" else None) as rec:
+        result = ref.run(clock=clock)
     phase_of = {i: ps.phase for i, ps in enumerate(ref.passes)}
     steps = defaultdict(int)
     wall = defaultdict(float)
@@ -63,9 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hardware", default="cpu-generic", help="spec to predict with (e.g. out/host.yaml)")
     ap.add_argument("--scenario", nargs="*", help="only these scenarios of the suite")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--clock", choices=["wall", "process"], default="wall",
+                    help="wall clock, or process CPU time (needs --threads 1)")
     args = ap.parse_args(argv)
 
     import os
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from perfmodel.specs.hardware import load_hardware
     from perfmodel.validation.e2e import suite_cases
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in suite_cases("cpu"):
         if args.scenario and case.scenario not in args.scenario:
             continue
-        print("\n".join(breakdown(case, hw)))
+        print("\n".join(breakdown(case, hw, args.clock)))
     print(f"Load average after: {os.getloadavg()[0]:.2f}")
     return 0
 

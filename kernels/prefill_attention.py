@@ -132,7 +132,7 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask
     bs = mask_block_size(mask, q_len, block_size)
     scale = default_sm_scale(head_dim, sm_scale)
     if resolve_impl(impl, q, k, v) == "torch":
-        result = prefill_attention_reference(q, k, v, mask=mask, block_size=block_size, sm_scale=scale)
+        result = prefill_attention_torch(q, k, v, mask=mask, block_size=block_size, sm_scale=scale)
         return result if out is None else out.copy_(result)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     out = torch.empty_like(q) if out is None else out
@@ -145,6 +145,23 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask
                           BLOCK_N=block_n, BLOCK_D=max(16, next_power_of_2(head_dim)),
                           PRECISION=dot_precision(q.dtype))
     return out
+
+
+def prefill_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: str = "causal",
+                            block_size: int | None = None, sm_scale: float | None = None) -> torch.Tensor:
+    """The torch path: ``F.scaled_dot_product_attention`` (PyTorch's fused flash attention on a CPU, as a torch
+    model runs it), GQA through ``enable_gqa``; a causal mask over as many keys as queries is its ``is_causal``,
+    any other mask but the bidirectional one an explicit boolean mask (:func:`attention_mask`)."""
+    import torch.nn.functional as F
+
+    q_len, kv_len = q.shape[2], k.shape[2]
+    kw = dict(scale=sm_scale, enable_gqa=q.shape[1] != k.shape[1])
+    if mask == "bidirectional" or (mask == "block_causal" and block_size >= q_len and q_len == kv_len):
+        return F.scaled_dot_product_attention(q, k, v, **kw)
+    if mask == "causal" and q_len == kv_len:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw)
+    visible = attention_mask(q_len, kv_len, mask, block_size, device=q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, **kw)
 
 
 def prefill_attention_op(*, batch, q_len, kv_len, heads, kv_heads, head_dim, mask: str = "causal",

@@ -44,9 +44,11 @@ class Launch:
 
 @dataclass
 class Recorder:
-    """Collects :class:`Launch` records while active (``with Recorder() as rec:``)."""
+    """Collects :class:`Launch` records while active (``with Recorder() as rec:``); ``clock`` (e.g.
+    ``time.process_time``) times the launches instead of ``time.perf_counter``."""
 
     strict: bool = False
+    clock: Any = None
     launches: list[Launch] = field(default_factory=list)
     outside: list[str] = field(default_factory=list)
     untracked_ops: dict[str, int] = field(default_factory=dict)
@@ -58,6 +60,7 @@ class Recorder:
 
         _common.listen(self._heard)
         _ACTIVE.append(self)
+        self._previous_clock = _common.set_clock(self.clock) if self.clock is not None else None
         if self.strict:
             self._mode = _watcher(self)
             self._mode.__enter__()
@@ -69,6 +72,8 @@ class Recorder:
         if self._mode is not None:
             self._mode.__exit__(*exc)
             self._mode = None
+        if self._previous_clock is not None:
+            _common.set_clock(self._previous_clock)
         _ACTIVE.remove(self)
         _common.unlisten(self._heard)
 

@@ -45,9 +45,14 @@ def test_triton_matches_fp64_reference(batch, heads, kv_heads, q_len, kv_len, he
     check(q, k, v, out, mask, block_size)
 
 
-def test_torch_path_matches_fp64_reference():
-    q, k, v = make(1, 4, 1, 97, 97, 64, torch.float16)
-    check(q, k, v, prefill_attention(q, k, v, mask="block_causal", block_size=16), "block_causal", 16)
+@pytest.mark.parametrize("batch,heads,kv_heads,q_len,kv_len,head_dim,dtype,mask,block_size",
+                         CASES + [(1, 4, 2, 97, 97, 64, torch.bfloat16, "causal", None),
+                                  (2, 8, 2, 16, 97, 128, torch.bfloat16, "bidirectional", None)])
+def test_torch_path_matches_fp64_reference(batch, heads, kv_heads, q_len, kv_len, head_dim, dtype, mask,
+                                           block_size):
+    # The torch path is PyTorch's own fused attention (scaled_dot_product_attention), masks as the kernel's.
+    q, k, v = make(batch, heads, kv_heads, q_len, kv_len, head_dim, dtype)
+    check(q, k, v, prefill_attention(q, k, v, mask=mask, block_size=block_size, impl="torch"), mask, block_size)
 
 
 @pytest.mark.parametrize("impl", [pytest.param("triton", marks=triton_cpu), "torch"])
