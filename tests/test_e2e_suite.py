@@ -154,3 +154,26 @@ def test_process_clock_needs_one_cpu_thread(tiny, tmp_path):
         assert read_table(out).source.str.endswith("clock=process").all()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_microbenchmarks_can_time_with_the_process_clock():
+    import time
+
+    import torch
+
+    from perfmodel.validation import microbench as mb
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(ValueError, match="clock 'process' with 2 torch threads"):
+            mb.set_cpu_clock("process")
+        torch.set_num_threads(1)
+        mb.set_cpu_clock("process")
+        assert mb._CPU_CLOCK[0] is time.process_time
+        x = torch.randn(256, 256)
+        assert mb.time_cpu([lambda: x @ x], mb.Budget(target_s=0.005, samples=2)).median_s > 0
+    finally:
+        mb.set_cpu_clock("wall")
+        torch.set_num_threads(threads)
+    assert mb._CPU_CLOCK[0] is time.perf_counter

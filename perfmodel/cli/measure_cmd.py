@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "seconds, noisier: for tests and smoke runs)")
     c.add_argument("--threads", type=int, help="CPU threads torch runs (default: torch's own choice); the "
                                               "calibrated spec's core count is this number")
+    c.add_argument("--clock", choices=["wall", "process"], default="wall",
+                   help="CPU: wall-clock time (default) or, with --threads 1, the process's CPU time (leaves out "
+                        "the time other processes took on a shared machine)")
     c.add_argument("--json", action="store_true", help="print the measured ceilings as JSON")
     c.set_defaults(func=run_calibrate)
 
@@ -49,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--repeats", type=int, default=3,
                    help="e2e: timed runs per case after one warm-up run, cases taking turns (default 3)")
     m.add_argument("--clock", choices=["wall", "process"], default="wall",
-                   help="e2e: wall-clock time (default) or, on a CPU with --threads 1, the process's CPU time "
-                        "(leaves out the time other processes took on a shared machine)")
+                   help="CPU: wall-clock time (default) or, with --threads 1, the process's CPU time (leaves out "
+                        "the time other processes took on a shared machine); kernel suites and e2e alike")
     m.add_argument("--graph-replays", type=int, default=0, metavar="N",
                    help="e2e on cuda: also time every pass of one run from N replays of its CUDA graph "
                         "(methods whose passes replay; default 0: eager timing only)")
@@ -74,6 +77,14 @@ def _set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+def _set_clock(args: argparse.Namespace) -> None:
+    """Apply ``--clock`` to CPU timings (process time needs --threads 1)."""
+    if getattr(args, "clock", "wall") != "wall" and args.device == "cpu":
+        from perfmodel.validation.microbench import set_cpu_clock
+
+        set_cpu_clock(args.clock)
+
+
 def _device_error(exc: Exception) -> int:
     print(f"perfmodel: error: {exc}", file=sys.stderr)
     return 2
@@ -87,6 +98,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         _set_threads(args)
+        _set_clock(args)
         _warn_if_busy(args.device)
         result = cal.calibrate(args.device, args.base, output=args.output, name=args.name,
                                quick=args.sizes == "small")
@@ -155,6 +167,7 @@ def run_measure(args: argparse.Namespace) -> int:
     try:
         mb.check_device(args.device)
         _set_threads(args)
+        _set_clock(args)
         _check_threads(args)
         _warn_if_busy(args.device)
         if args.suite == "e2e":
