@@ -1,10 +1,12 @@
 """The end-to-end table of the README: whole steps and runs of every method, measured against predicted.
 
-    python benchmarks/e2e_cpu.py out/e2e.csv --hardware out/host.yaml --measure   # measure, then print
-    python benchmarks/e2e_cpu.py out/e2e.csv                                       # print an existing table
+    python benchmarks/e2e_cpu.py out/e2e.csv --calibrate --measure --hardware out/host1.yaml --threads 1 \
+        --clock process                                                    # calibrate, measure, then print
+    python benchmarks/e2e_cpu.py out/e2e.csv                               # print an existing table
 
-``--measure`` runs ``perfmodel measure --device cpu --suite e2e`` into TABLE first (a few minutes on a 2-core
-CPU; it resumes a partial table) and notes the machine's load average before and after. The output is
+``--calibrate`` writes the CPU spec at ``--hardware`` first (``perfmodel calibrate --device cpu``, same threads
+and clock); ``--measure`` runs ``perfmodel measure --device cpu --suite e2e`` into TABLE (a few minutes on a
+2-core CPU; it resumes a partial table) and notes the machine's load average before and after. The output is
 Markdown: per method, the error of its step rows (median, p90) and of its run; then every row with its
 measured time (median and interquartile range over the repeats), the prediction, the error and the ops that
 take most of the predicted step.
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("table", help="e2e measurement table (.csv or .parquet)")
     ap.add_argument("--hardware", help="spec to predict with (default: each row's own; for --measure the spec "
                                        "the rows belong to, e.g. out/host.yaml from perfmodel calibrate)")
+    ap.add_argument("--calibrate", action="store_true", help="calibrate the CPU into --hardware (a YAML path) first")
     ap.add_argument("--measure", action="store_true", help="run the CPU e2e suite into TABLE first")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per case with --measure (default 3)")
     ap.add_argument("--threads", type=int, help="torch threads with --measure (default: torch's own choice)")
@@ -65,13 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     from perfmodel.validation import compare
     from perfmodel.validation.table import read_table
 
-    if args.measure:
+    if args.calibrate or args.measure:
         import torch
 
-        from perfmodel.validation import e2e
+        from perfmodel.validation import microbench as mb
 
         if args.threads:
             torch.set_num_threads(args.threads)
+        mb.set_cpu_clock(args.clock)
+    if args.calibrate:
+        from perfmodel.validation import calibrate as cal
+
+        if not args.hardware or not args.hardware.endswith((".yaml", ".yml")):
+            ap.error("--calibrate needs --hardware naming the YAML file to write")
+        load = os.getloadavg()[0]
+        cal.write_calibration(cal.calibrate("cpu", output=args.hardware), args.hardware)
+        print(f"Calibrated {args.hardware} (load average {load:.2f}).")
+    if args.measure:
+        from perfmodel.validation import e2e
+
         before = os.getloadavg()
         e2e.measure_e2e(e2e.suite_cases("cpu"), args.table, device="cpu", hardware=args.hardware,
                         repeats=args.repeats, clock=args.clock)

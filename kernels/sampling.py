@@ -74,11 +74,24 @@ def greedy(logits: torch.Tensor, *, impl: str | None = None) -> tuple[torch.Tens
     return token.reshape(lead), conf.reshape(lead)
 
 
+CHUNK_BYTES = 2 << 20  # fp32 probabilities of this many bytes at a time: they stay in the CPU's cache
+
+
 def greedy_torch(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The torch path: the maximum and its index, then log Σ exp over the row in fp32."""
-    best, token = logits.max(-1)
-    lse = torch.logsumexp(logits.float(), -1)
-    return token, torch.exp(best.float() - lse)
+    """The torch path: an fp32 softmax and its maximum (value and first index), a few rows at a time so that the
+    fp32 probabilities never leave the cache (one pass over the logits, as the fused kernel makes)."""
+    lead, vocab = logits.shape[:-1], logits.shape[-1]
+    flat = logits.reshape(-1, vocab)
+    rows = max(1, CHUNK_BYTES // (4 * vocab))
+    conf, token = [], []
+    for chunk in flat.split(rows):
+        c, t = torch.softmax(chunk, -1, dtype=torch.float32).max(-1)
+        conf.append(c)
+        token.append(t)
+    if not conf:
+        return (torch.empty(lead, dtype=torch.int64, device=logits.device),
+                torch.empty(lead, dtype=torch.float32, device=logits.device))
+    return torch.cat(token).reshape(lead), torch.cat(conf).reshape(lead)
 
 
 def greedy_op(*, rows, vocab, dtype: str = "fp16", name: str = "sample") -> ops.Op:
