@@ -11,6 +11,9 @@ plain-torch reference:
 - ``clusters`` and ``sparse_attention``: k-means over keys, centroid lookup, cluster selection, sparse
   flash-decoding, Squeezed and Multipole attention; ``gather``: row gather.
 - ``groupquant``: group-wise quantisation and bit packing shared by the quantisers.
+- ``embedding``, ``sampling`` (greedy token and confidence), ``kv_write`` (a pass's K/V into the cache),
+  ``selection`` (a fixed number of tokens by cluster score), ``xquant_attention`` (K and V rematerialised
+  inside decode attention): the rest of a whole forward pass (:mod:`perfmodel.reference`).
 
 Wrappers run Triton on CUDA tensors and the torch reference on CPU unless ``impl="triton"|"torch"`` is passed;
 Triton on CPU needs ``TRITON_INTERPRET=1`` before triton is imported.
@@ -19,7 +22,10 @@ Triton on CPU needs ``TRITON_INTERPRET=1`` before triton is imported.
 its reference and the function building its :class:`perfmodel.ops.Op` from keyword shape arguments. Entries hold
 dotted names resolved on first use, so importing this package imports neither torch nor Triton. Functions built
 from several kernels (``squeezed_attention``, ``multipole_attention``, ``xquant_remat``, ``xquant_svd_remat``,
-``kmeans_keys``) live in their modules and are not entries.
+``kmeans_keys``), fused kernels that do the work of several ops (``xquant_decode_attention``,
+``multipole_decode_attention``) and the in-place quantisers of a growing cache (``quantize_kv_into``,
+``quantize_x_into``: the ops of ``quantize_kv`` and ``quantize_x``) live in their modules and are not entries.
+Every wrapper reports its launch to a listening recorder (:func:`perfmodel.kernels._common.kernel_launch`).
 """
 from __future__ import annotations
 
@@ -85,4 +91,10 @@ KERNELS: dict[str, KernelInfo] = {
     "topk_clusters": _entry("topk", "sparse_attention", "topk_clusters", triton=False),
     "gather_rows": _entry("gather", "gather", "gather_rows", triton=True),
     "sparse_decode_attention": _entry("attention", "sparse_attention", "sparse_decode_attention", triton=True),
+    "embedding": _entry("embedding", "embedding", "embedding", triton=False),
+    "greedy": _entry("elementwise", "sampling", "greedy", triton=True),
+    "write_kv": _entry("elementwise", "kv_write", "write_kv", triton=True),
+    "subtract": _entry("elementwise", "elementwise", "subtract", triton=False),
+    "select_tokens": _entry("topk", "selection", "select_tokens", triton=False),
+    "assign_keys": _entry("centroid_lookup", "clusters", "assign_keys", triton=False, reference=None),
 }

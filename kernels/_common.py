@@ -8,8 +8,10 @@ does so).
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, Iterable
+import time
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -127,3 +129,62 @@ def tensor_bytes(*tensors: torch.Tensor | None) -> int:
     """Bytes held by the given tensors (``numel · element_size``), None skipped: the traffic of reading or
     writing each once."""
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launch reports: what a recorder (perfmodel.reference.recorder) hears
+_LISTENERS: list[Callable[[list, float], None]] = []
+_DEPTH = [0]
+_CLOCK: list[Callable[[], float]] = [time.perf_counter]
+
+
+def set_clock(clock: Callable[[], float]) -> Callable[[], float]:
+    """Use ``clock`` to time launches for listeners (default ``time.perf_counter``); returns the previous one."""
+    previous = _CLOCK[0]
+    _CLOCK[0] = clock
+    return previous
+
+
+def listen(callback: Callable[[list, float], None]) -> None:
+    """Call ``callback(ops, seconds)`` after every kernel launch: the perfmodel.ops.Op list describing it and the
+    host time the wrapper took (the kernel's time on a CPU; on CUDA only its launch, the device runs on)."""
+    _LISTENERS.append(callback)
+
+
+def unlisten(callback: Callable[[list, float], None]) -> None:
+    _LISTENERS.remove(callback)
+
+
+def inside_kernel() -> bool:
+    """Whether a kernel wrapper is running (torch work now belongs to that launch)."""
+    return _DEPTH[0] > 0
+
+
+def kernel_launch(describe: Callable[..., Any]):
+    """Mark a wrapper as one kernel launch, described by ``describe(*args, **kwargs)``: an Op, or a list of Ops
+    for a fused kernel that does the work of several (each part as the model counts it).
+
+    While anyone listens (:func:`listen`), a wrapper called from another wrapper is part of its caller's
+    launch and is not reported again; with nobody listening the wrapper runs as it is.
+    """
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if not _LISTENERS:
+                return fn(*args, **kwargs)
+            outer = _DEPTH[0] == 0
+            _DEPTH[0] += 1
+            start = _CLOCK[0]()
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                _DEPTH[0] -= 1
+            if outer:
+                seconds = _CLOCK[0]() - start
+                found = describe(*args, **kwargs)
+                found = list(found) if isinstance(found, (list, tuple)) else [found]
+                for callback in list(_LISTENERS):
+                    callback(found, seconds)
+            return result
+        return wrapper
+    return decorate

@@ -10,8 +10,11 @@ Multipole Attention (arXiv:2506.13059) compare a query with the labels first and
 - :meth:`KeyClusters.update`: new keys join their nearest centroid (as it stood before the step) and every
   touched centroid becomes the running mean (size·c + Σ new) / (size + n). Value centroids, when kept (multipole
   attention needs them), follow the same labels.
-- Invariant after either: every centroid is the mean of the keys labelled with it; an empty cluster has size 0
-  (selection and multipole attention ignore it) and keeps its last centroid.
+- :func:`assign_keys`: the same update in place, on the buffers of a cache that grows during decoding (fp32
+  centroids and sizes, a copy of the centroids in the activation dtype for the lookup, labels written at the
+  new tokens' positions): one launch per step and layer.
+- Invariant after any of them: every centroid is the mean of the keys labelled with it; an empty cluster has
+  size 0 (selection and multipole attention ignore it) and keeps its last centroid.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from perfmodel.kernels._common import FLOAT_DTYPES, check_tensor
+from perfmodel import ops
+from perfmodel.kernels._common import FLOAT_DTYPES, check_tensor, dtype_name, kernel_launch
 
 
 @dataclass(frozen=True)
@@ -156,3 +160,49 @@ def kmeans_keys(keys: torch.Tensor, n_clusters: int, *, values: torch.Tensor | N
         vcent, _ = _means(values.float().reshape(x.shape), labels, torch.zeros_like(cent))
         vcent = vcent.reshape(*shape, d)
     return KeyClusters(cent.reshape(*shape, d), sizes.reshape(shape), labels.reshape(batch, kv_heads, seq_len), vcent)
+
+
+def _assign_op(new_keys, centroids, centroids_low, sizes, labels, **_):
+    batch, kv_heads, n, d = new_keys.shape
+    return assign_keys_op(batch=batch, tokens=n, kv_heads=kv_heads, centroids=centroids.shape[2], head_dim=d,
+                          dtype=dtype_name(centroids_low.dtype))
+
+
+@kernel_launch(_assign_op)
+def assign_keys(new_keys: torch.Tensor, centroids: torch.Tensor, centroids_low: torch.Tensor, sizes: torch.Tensor,
+                labels: torch.Tensor, *, new_values: torch.Tensor | None = None,
+                value_centroids: torch.Tensor | None = None, value_low: torch.Tensor | None = None) -> None:
+    """In place: each of new_keys [batch, kv_heads, n, d] joins its nearest centroid (fp32 ``centroids``
+    [batch, kv_heads, C, d], as they stood before the step); touched centroids become running means, ``sizes``
+    int64 [batch, kv_heads, C] grow, ``labels`` [batch, kv_heads, n] (a view at the new positions) get the
+    labels, and ``centroids_low`` (the lookup's copy in the activation dtype) follows. Value centroids, when
+    given (multipole), follow the same labels."""
+    check_tensor("new_keys", new_keys, ndim=4, dtypes=FLOAT_DTYPES)
+    batch, kv_heads, n, d = new_keys.shape
+    check_tensor("centroids", centroids, dtypes=(torch.float32,), shape=(batch, kv_heads, None, d))
+    c = centroids.shape[2]
+    check_tensor("centroids_low", centroids_low, dtypes=FLOAT_DTYPES, shape=(batch, kv_heads, c, d))
+    check_tensor("sizes", sizes, dtypes=(torch.int64,), shape=(batch, kv_heads, c))
+    check_tensor("labels", labels, dtypes=(torch.int32, torch.int64), shape=(batch, kv_heads, n))
+    keys = new_keys.float().reshape(batch * kv_heads, n, d)
+    cent = centroids.reshape(-1, c, d)
+    size = sizes.reshape(-1, c)
+    lab = _nearest(keys, cent)
+    new_cent, new_sizes = _running_means(cent, size, keys, lab)
+    if new_values is not None:
+        check_tensor("new_values", new_values, shape=tuple(new_keys.shape))
+        vals = new_values.float().reshape(batch * kv_heads, n, d)
+        vcent, _ = _running_means(value_centroids.reshape(-1, c, d), size, vals, lab)
+        value_centroids.copy_(vcent.reshape(value_centroids.shape))
+        value_low.copy_(value_centroids)
+    centroids.copy_(new_cent.reshape(centroids.shape))
+    centroids_low.copy_(centroids)
+    sizes.copy_(new_sizes.reshape(sizes.shape))
+    labels.copy_(lab.reshape(batch, kv_heads, n))
+
+
+def assign_keys_op(*, batch, tokens, kv_heads, centroids, head_dim, dtype: str = "fp16",
+                   name: str = "cluster_update") -> ops.Op:
+    """As the workloads count it (``layer.cluster_update``): a centroid lookup of one key per KV head (the
+    KV head's own 'query') against its C centroids, per sequence."""
+    return ops.centroid_lookup(name, batch, tokens, kv_heads, kv_heads, centroids, head_dim, dtype)

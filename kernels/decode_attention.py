@@ -27,7 +27,8 @@ import torch
 
 from perfmodel import ops
 from perfmodel.kernels._common import (FLOAT_DTYPES, cdiv, check_same_device, check_tensor, compute_dtype_for,
-                                       default_sm_scale, dot_precision, jit, next_power_of_2, resolve_impl, tl)
+                                       default_sm_scale, dot_precision, dtype_name, jit, kernel_launch,
+                                       next_power_of_2, resolve_impl, tl)
 from perfmodel.specs.model import bytes_per_element
 
 BLOCK_N = 64  # keys per inner-loop step
@@ -239,6 +240,12 @@ def check_decode_inputs(q, k, v, seq_lens=None, bias=None) -> None:
         check_tensor("bias", bias, dtypes=(torch.float32,), shape=(batch, kv_heads, max_len))
 
 
+def _decode_op(q, k, v, seq_lens=None, *, bias=None, **_):
+    return decode_attention_op(batch=q.shape[0], kv_len=k.shape[2], heads=q.shape[1], kv_heads=k.shape[1],
+                               head_dim=q.shape[2], dtype=dtype_name(q.dtype), bias=bias is not None)
+
+
+@kernel_launch(_decode_op)
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_lens: torch.Tensor | None = None, *,
                      bias: torch.Tensor | None = None, sm_scale: float | None = None, num_splits: int | None = None,
                      impl: str | None = None) -> torch.Tensor:

@@ -8,8 +8,11 @@ what the measurement runner times on the CPU and what eager models run.
 - :func:`rmsnorm`: y = x / sqrt(mean(x²) + eps) · weight over the last dimension (``F.rms_norm``).
 - :func:`silu_mul`: SiLU(gate) · up, the gated MLP's activation (SwiGLU).
 - :func:`rope`: rotary position embedding, rotate-half convention (Llama/Qwen): for x = [x1, x2] split in
-  halves of the head dimension, [x1·cos − x2·sin, x2·cos + x1·sin]; cos/sin [tokens, head_dim / 2].
-- :func:`residual_add`: a + b.
+  halves of the head dimension, [x1·cos − x2·sin, x2·cos + x1·sin]; cos/sin [tokens, head_dim / 2], shared by
+  every sequence of a batch.
+- :func:`residual_add`: a + b; :func:`subtract`: a − b (XQuant-CL's delta between layers).
+
+Each wrapper is one launch (:func:`perfmodel.kernels._common.kernel_launch`) described by its ``*_op``.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from perfmodel import ops
-from perfmodel.kernels._common import FLOAT_DTYPES, check_same_device, check_tensor, compute_dtype_for
+from perfmodel.kernels._common import (FLOAT_DTYPES, check_same_device, check_tensor, compute_dtype_for, dtype_name,
+                                       kernel_launch)
 
 
 def _check_pair(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
@@ -26,8 +30,13 @@ def _check_pair(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> N
     check_same_device(**{name_a: a, name_b: b})
 
 
+def _rows(x: torch.Tensor) -> int:
+    return x.numel() // max(x.shape[-1], 1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Wrappers
+@kernel_launch(lambda x, weight, eps=1e-6: rmsnorm_op(tokens=_rows(x), width=x.shape[-1], dtype=dtype_name(x.dtype)))
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """RMSNorm of x [..., width] with weight [width]."""
     check_tensor("x", x, dtypes=FLOAT_DTYPES)
@@ -40,16 +49,27 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.T
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
+@kernel_launch(lambda gate, up: silu_mul_op(tokens=_rows(gate), width=gate.shape[-1], dtype=dtype_name(gate.dtype)))
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """SiLU(gate) · up; the SiLU output is multiplied in place, so one temporary is written, not two."""
     _check_pair("gate", gate, "up", up)
     return F.silu(gate).mul_(up)
 
 
+def _rope_op(x, cos, sin):
+    rows = x.shape[0] * x.shape[1] if x.dim() == 4 else x.shape[0]
+    return rope_op(tokens=rows, heads=x.shape[-2], head_dim=x.shape[-1], dtype=dtype_name(x.dtype))
+
+
+@kernel_launch(_rope_op)
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of x [tokens, heads, head_dim] with cos, sin [tokens, head_dim / 2] (rotate-half)."""
-    check_tensor("x", x, ndim=3, dtypes=FLOAT_DTYPES)
-    tokens, _, head_dim = x.shape
+    """Rotary embedding of x [tokens, heads, head_dim] (or [batch, tokens, heads, head_dim], every sequence at
+    the same positions) with cos, sin [tokens, head_dim / 2] (rotate-half); returns a new contiguous tensor."""
+    check_tensor("x", x, dtypes=FLOAT_DTYPES)
+    if x.dim() not in (3, 4):
+        raise ValueError(f"x: expected [tokens, heads, head_dim] or [batch, tokens, heads, head_dim], "
+                         f"got shape {list(x.shape)}")
+    tokens, head_dim = x.shape[-3], x.shape[-1]
     if head_dim % 2:
         raise ValueError(f"x: expected an even head_dim, got {head_dim}")
     check_tensor("cos", cos, dtypes=(x.dtype,), shape=(tokens, head_dim // 2))
@@ -66,6 +86,7 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@kernel_launch(lambda a, b, *, out=None: residual_add_op(tokens=_rows(a), width=a.shape[-1], dtype=dtype_name(a.dtype)))
 def residual_add(a: torch.Tensor, b: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """a + b (into ``out`` when given)."""
     _check_pair("a", a, "b", b)
@@ -73,6 +94,13 @@ def residual_add(a: torch.Tensor, b: torch.Tensor, *, out: torch.Tensor | None =
         check_tensor("out", out, dtypes=(a.dtype,), shape=tuple(a.shape))
         return torch.add(a, b, out=out)
     return torch.add(a, b)
+
+
+@kernel_launch(lambda a, b: subtract_op(tokens=_rows(a), width=a.shape[-1], dtype=dtype_name(a.dtype)))
+def subtract(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a − b, a new tensor."""
+    _check_pair("a", a, "b", b)
+    return torch.sub(a, b)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -87,14 +115,19 @@ def silu_mul_op(*, tokens, width, dtype: str = "fp16", name: str = "silu_mul") -
 
 
 def rope_op(*, tokens, heads, head_dim, dtype: str = "fp16", name: str = "rope") -> ops.Op:
-    """x read, out written; the cos/sin tables ([tokens, head_dim/2] each, shared by every head) are, as in the
-    workloads' formula, assumed served from cache and not counted."""
-    return ops.elementwise(name, tokens, heads * head_dim, dtype, inputs=1, outputs=1, flops_per_element=3,
+    """x read, out written, and the cos/sin tables (head_dim/2 each per token row, shared by every head): as the
+    workloads count it, inputs = 1 + head_dim / (heads·head_dim) of x's size."""
+    width = heads * head_dim
+    return ops.elementwise(name, tokens, width, dtype, inputs=1 + head_dim / width, outputs=1, flops_per_element=3,
                            variant="rope")
 
 
 def residual_add_op(*, tokens, width, dtype: str = "fp16", name: str = "residual_add") -> ops.Op:
     return ops.elementwise(name, tokens, width, dtype, inputs=2, outputs=1, flops_per_element=1, variant="add")
+
+
+def subtract_op(*, tokens, width, dtype: str = "fp16", name: str = "subtract") -> ops.Op:
+    return ops.elementwise(name, tokens, width, dtype, inputs=2, outputs=1, flops_per_element=1, variant="sub")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -114,7 +147,7 @@ def silu_mul_reference(gate, up, *, compute_dtype=None):
 def rope_reference(x, cos, sin, *, compute_dtype=None):
     cd = compute_dtype_for(x.dtype, compute_dtype)
     xf = x.to(cd)
-    c, s = cos.to(cd)[:, None, :], sin.to(cd)[:, None, :]
+    c, s = cos.to(cd)[:, None, :], sin.to(cd)[:, None, :]  # broadcast over heads (and a leading batch)
     x1, x2 = xf.chunk(2, dim=-1)
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
 
@@ -122,3 +155,8 @@ def rope_reference(x, cos, sin, *, compute_dtype=None):
 def residual_add_reference(a, b, *, compute_dtype=None):
     cd = compute_dtype_for(a.dtype, compute_dtype)
     return (a.to(cd) + b.to(cd)).to(a.dtype)
+
+
+def subtract_reference(a, b, *, compute_dtype=None):
+    cd = compute_dtype_for(a.dtype, compute_dtype)
+    return (a.to(cd) - b.to(cd)).to(a.dtype)

@@ -14,11 +14,20 @@ import torch
 import torch.nn.functional as F
 
 from perfmodel import ops
-from perfmodel.kernels._common import FLOAT_DTYPES, check_same_device, check_tensor, compute_dtype_for
+from perfmodel.kernels._common import (FLOAT_DTYPES, check_same_device, check_tensor, compute_dtype_for, dtype_name,
+                                       kernel_launch)
 
 
-def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x·wᵀ + bias: a GEMM for m > 1 tokens, a GEMV for m = 1."""
+def _linear_op(x, w, bias=None, **_):
+    return linear_op(m=x.numel() // max(x.shape[-1], 1), n=w.shape[0], k=x.shape[-1], dtype=dtype_name(x.dtype),
+                     bias=bias is not None)
+
+
+@kernel_launch(_linear_op)
+def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x·wᵀ + bias: a GEMM for m > 1 tokens, a GEMV for m = 1 (into ``out`` [m, n] when given, any row
+    stride: e.g. rows of a larger buffer)."""
     check_tensor("x", x, dtypes=FLOAT_DTYPES)
     if x.dim() < 1:
         raise ValueError("x: expected at least one dimension (the input features), got a scalar")
@@ -26,7 +35,12 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -
     if bias is not None:
         check_tensor("bias", bias, dtypes=(x.dtype,), shape=(w.shape[0],))
     check_same_device(x=x, w=w, bias=bias)
-    return F.linear(x, w, bias)
+    if out is None:
+        return F.linear(x, w, bias)
+    check_tensor("out", out, ndim=2, dtypes=(x.dtype,), shape=(x.numel() // max(x.shape[-1], 1), w.shape[0]))
+    if bias is not None:
+        return torch.addmm(bias, x.reshape(-1, x.shape[-1]), w.t(), out=out)
+    return torch.mm(x.reshape(-1, x.shape[-1]), w.t(), out=out)
 
 
 def linear_op(*, m, n, k, dtype: str = "fp16", bias: bool = False, name: str = "gemm") -> ops.Op:

@@ -109,6 +109,12 @@ def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     check_bits(bits)
     if bits == 8:
         return packed[..., :n].to(torch.int32)
+    if bits in (4, 2, 1):
+        # Whole bytes hold 8/bits codes: shift each byte by 0, bits, 2·bits, ... (code i of byte j is element
+        # j·8/bits + i), no widening to 64-bit words.
+        shifts = torch.arange(0, 8, bits, device=packed.device, dtype=torch.uint8)
+        codes = (packed[..., None] >> shifts) & ((1 << bits) - 1)
+        return codes.reshape(*packed.shape[:-1], packed.shape[-1] * (8 // bits))[..., :n].to(torch.int32)
     *lead, width = packed.shape
     n8 = -(-n // 8) * 8
     p = F.pad(packed.to(torch.int64), (0, n8 // 8 * bits - width)).reshape(*lead, n8 // 8, bits)

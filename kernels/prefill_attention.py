@@ -24,7 +24,8 @@ import torch
 
 from perfmodel import ops
 from perfmodel.kernels._common import (FLOAT_DTYPES, cdiv, check_same_device, check_tensor, compute_dtype_for,
-                                       default_sm_scale, dot_precision, jit, next_power_of_2, resolve_impl, tl)
+                                       default_sm_scale, dot_precision, dtype_name, jit, kernel_launch,
+                                       next_power_of_2, resolve_impl, tl)
 from perfmodel.kernels.decode_attention import online_softmax_step
 from perfmodel.specs.model import bytes_per_element
 
@@ -98,12 +99,21 @@ def mask_block_size(mask: str, q_len: int, block_size: int | None) -> int:
     return 1 if mask == "causal" else max(q_len, 1)
 
 
+def _prefill_op(q, k, v, *, mask="causal", block_size=None, **_):
+    return prefill_attention_op(batch=q.shape[0], q_len=q.shape[2], kv_len=k.shape[2], heads=q.shape[1],
+                                kv_heads=k.shape[1], head_dim=q.shape[3], mask=mask, block_size=block_size or 1,
+                                dtype=dtype_name(q.dtype))
+
+
+@kernel_launch(_prefill_op)
 def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: str = "causal",
                       block_size: int | None = None, sm_scale: float | None = None,
-                      impl: str | None = None) -> torch.Tensor:
+                      out: torch.Tensor | None = None, impl: str | None = None) -> torch.Tensor:
     """Flash attention of q [batch, heads, q_len, d] against k, v [batch, kv_heads, kv_len, d], q_len ≤ kv_len.
 
     ``mask``: "causal", "bidirectional" or "block_causal" (with ``block_size``); see the module docstring.
+    ``out`` (optional, q's shape and dtype, any strides with a contiguous last dimension, e.g. a
+    [batch, q_len, heads, d] buffer seen through ``permute(0, 2, 1, 3)``) receives the result.
     """
     check_tensor("q", q, ndim=4, dtypes=FLOAT_DTYPES)
     batch, heads, q_len, head_dim = q.shape
@@ -115,12 +125,17 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask
     if not 1 <= q_len <= kv_len:
         raise ValueError(f"q: expected 1 ≤ q_len ≤ kv_len={kv_len}, got q_len={q_len}")
     check_same_device(q=q, k=k, v=v)
+    if out is not None:
+        check_tensor("out", out, dtypes=(q.dtype,), shape=tuple(q.shape))
+        if out.stride(-1) != 1:
+            raise ValueError(f"out: expected a contiguous last dimension, got strides {out.stride()}")
     bs = mask_block_size(mask, q_len, block_size)
     scale = default_sm_scale(head_dim, sm_scale)
     if resolve_impl(impl, q, k, v) == "torch":
-        return prefill_attention_reference(q, k, v, mask=mask, block_size=block_size, sm_scale=scale)
+        result = prefill_attention_torch(q, k, v, mask=mask, block_size=block_size, sm_scale=scale)
+        return result if out is None else out.copy_(result)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    out = torch.empty_like(q)
+    out = torch.empty_like(q) if out is None else out
     block_m = 64 if q.is_cuda else max(16, min(128, next_power_of_2(q_len)))
     block_n = 64 if q.is_cuda else 128
     grid = (cdiv(q_len, block_m), batch * heads)
@@ -130,6 +145,23 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask
                           BLOCK_N=block_n, BLOCK_D=max(16, next_power_of_2(head_dim)),
                           PRECISION=dot_precision(q.dtype))
     return out
+
+
+def prefill_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: str = "causal",
+                            block_size: int | None = None, sm_scale: float | None = None) -> torch.Tensor:
+    """The torch path: ``F.scaled_dot_product_attention`` (PyTorch's fused flash attention on a CPU, as a torch
+    model runs it), GQA through ``enable_gqa``; a causal mask over as many keys as queries is its ``is_causal``,
+    any other mask but the bidirectional one an explicit boolean mask (:func:`attention_mask`)."""
+    import torch.nn.functional as F
+
+    q_len, kv_len = q.shape[2], k.shape[2]
+    kw = dict(scale=sm_scale, enable_gqa=q.shape[1] != k.shape[1])
+    if mask == "bidirectional" or (mask == "block_causal" and block_size >= q_len and q_len == kv_len):
+        return F.scaled_dot_product_attention(q, k, v, **kw)
+    if mask == "causal" and q_len == kv_len:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw)
+    visible = attention_mask(q_len, kv_len, mask, block_size, device=q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, **kw)
 
 
 def prefill_attention_op(*, batch, q_len, kv_len, heads, kv_heads, head_dim, mask: str = "causal",

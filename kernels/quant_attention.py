@@ -17,7 +17,9 @@ Storage (:class:`QuantizedKV`): key codes [batch, kv_heads, head_dim, ⌈T_q·bi
 with scale/zero [batch, kv_heads, head_dim, T_q/group_size]; value codes [batch, kv_heads, T_q, ⌈d·bits/8⌉]
 with scale/zero [batch, kv_heads, T_q, d/group_size]; scales and zeros fp16 (4 bytes per group); recent keys
 and values [batch, kv_heads, T_r, d] in the activation dtype. Codes are 8, 4 or 2 bits (packing in
-:mod:`perfmodel.kernels.groupquant`).
+:mod:`perfmodel.kernels.groupquant`). Each tensor may be a view into a larger buffer along its token
+dimension (a cache that grows during decoding: :func:`quantize_kv_into` fills the next groups in place): the
+decode kernel takes every stride it needs.
 
 The decode kernel is flash-decoding (:mod:`perfmodel.kernels.decode_attention`) whose key/value loads read
 codes, scales and zeros and dequantise in registers (code·scale + zero) for the quantised part, then read the
@@ -30,8 +32,8 @@ from dataclasses import dataclass
 import torch
 
 from perfmodel import ops
-from perfmodel.kernels._common import (FLOAT_DTYPES, check_tensor, default_sm_scale, dot_precision, jit,
-                                       next_power_of_2, resolve_impl, tl)
+from perfmodel.kernels._common import (FLOAT_DTYPES, check_tensor, default_sm_scale, dot_precision, dtype_name, jit,
+                                       kernel_launch, next_power_of_2, resolve_impl, tl)
 from perfmodel.kernels.decode_attention import (choose_splits, decode_attention_reference, online_softmax_step,
                                                 reduce_splits, split_workspace, store_split)
 from perfmodel.kernels.groupquant import (GroupQuant, check_bits, dequantize_groups, load_code_tile, packed_width,
@@ -48,14 +50,18 @@ SCALE_BYTES = 4.0  # fp16 scale + fp16 zero per group
 def _quant_decode_split_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, Out, MidO, MidLse, sm_scale,
                                stride_qb, stride_qh, stride_ob, stride_oh, KVH, H, D, n_quant, n_recent,
                                k_row_bytes, v_row_bytes, split_len, total_splits,
+                               k_row_stride, ks_row_stride, v_bk_rows, v_row_stride, vs_row_stride,
+                               r_bk_stride, r_stride,
                                G: tl.constexpr, GROUP: tl.constexpr, BITS: tl.constexpr, DIRECT: tl.constexpr,
                                BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
     """One program = one (sequence, KV head) and one split of positions 0..n_quant+n_recent−1.
 
     Keys and values are read GROUP tokens at a time. Quantised keys come in whole groups, so a block of GROUP
     tokens is exactly one key group per channel (one scale and zero per channel row, no token mask), and splits
-    are multiples of GROUP. Codes, scales, zeros and the recent window are contiguous in the layouts of the
-    module docstring.
+    are multiples of GROUP. Strides (in elements): key code rows (one per channel of every (sequence, KV head))
+    ``k_row_stride`` bytes apart and their scale rows ``ks_row_stride``; value rows (one per token) numbered
+    ``v_bk_rows`` per (sequence, KV head), ``v_row_stride`` bytes and ``vs_row_stride`` scales apart; the window
+    ``r_bk_stride`` per (sequence, KV head) and ``r_stride`` per token; every last dimension contiguous.
     """
     pid = tl.program_id(0)
     split = tl.program_id(1)
@@ -86,18 +92,19 @@ def _quant_decode_split_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, Out, MidO, Mid
     q_hi = tl.minimum(hi, n_quant)
     for start in range(lo, q_hi, GROUP):
         # Keys [d, GROUP]: a packed row per channel; the block is one group: a scale and zero per channel.
-        kc = load_code_tile(KC + channel[:, None] * k_row_bytes, d_mask[:, None], start, k_row_bytes, GROUP, BITS)
-        k_group = channel * (n_quant // GROUP) + start // GROUP
+        kc = load_code_tile(KC + channel[:, None].to(tl.int64) * k_row_stride, d_mask[:, None], start, k_row_bytes,
+                            GROUP, BITS)
+        k_group = channel.to(tl.int64) * ks_row_stride + start // GROUP
         ks = tl.load(KS + k_group, mask=d_mask, other=0.0).to(tl.float32)
         kz = tl.load(KZ + k_group, mask=d_mask, other=0.0).to(tl.float32)
         k = (kc.to(tl.float32) * ks[:, None] + kz[:, None]).to(dtype)
         s = tl.dot(q, k, input_precision=PRECISION) * sm_scale
         # Values [GROUP, d]: a packed row per token with d / GROUP groups along it; each group's scale and zero
         # are loaded once and spread over its GROUP channels.
-        token = bk * n_quant + start + offs_n
-        vc = load_code_tile(VC + token[:, None] * v_row_bytes, offs_n[:, None] < GROUP, 0, v_row_bytes, BLOCK_D,
+        token = (bk * v_bk_rows + start + offs_n).to(tl.int64)
+        vc = load_code_tile(VC + token[:, None] * v_row_stride, offs_n[:, None] < GROUP, 0, v_row_bytes, BLOCK_D,
                             BITS)
-        v_group = token[:, None] * v_groups + offs_vg[None, :]
+        v_group = token[:, None] * vs_row_stride + offs_vg[None, :]
         vg_mask = (offs_vg < v_groups)[None, :]
         vs = tl.load(VS + v_group, mask=vg_mask, other=0.0).to(tl.float32)
         vz = tl.load(VZ + v_group, mask=vg_mask, other=0.0).to(tl.float32)
@@ -110,11 +117,11 @@ def _quant_decode_split_kernel(Q, KC, KS, KZ, VC, VS, VZ, KR, VR, Out, MidO, Mid
     for start in range(tl.maximum(lo, n_quant), hi, GROUP):
         n = start + offs_n
         n_mask = n < hi
-        r = bk * n_recent + (n - n_quant)
-        k = tl.load(KR + r[None, :] * D + offs_d[:, None], mask=d_mask[:, None] & n_mask[None, :], other=0.0)
+        r = bk.to(tl.int64) * r_bk_stride + (n - n_quant).to(tl.int64) * r_stride
+        k = tl.load(KR + r[None, :] + offs_d[:, None], mask=d_mask[:, None] & n_mask[None, :], other=0.0)
         s = tl.dot(q, k, input_precision=PRECISION) * sm_scale
         s = tl.where(n_mask[None, :], s, float("-inf"))
-        v = tl.load(VR + r[:, None] * D + offs_d[None, :], mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+        v = tl.load(VR + r[:, None] + offs_d[None, :], mask=n_mask[:, None] & d_mask[None, :], other=0.0)
         acc, m_i, l_i = online_softmax_step(acc, m_i, l_i, s, v)
 
     store_split(acc, m_i, l_i, rows, g_mask, offs_d, d_mask, Out, stride_ob, stride_oh, b, MidO, MidLse,
@@ -196,6 +203,22 @@ def dequantize_kv(cache: QuantizedKV, dtype: torch.dtype | None = None) -> tuple
     return (torch.cat([k_q, cache.k_recent.to(dtype)], dim=2), torch.cat([v_q, cache.v_recent.to(dtype)], dim=2))
 
 
+def _bk_uniform(name: str, t: torch.Tensor) -> None:
+    """(sequence, KV head) blocks must be evenly spaced and the last dimension contiguous (views of a buffer)."""
+    if t.numel() and (t.stride(-1) != 1 or t.stride(0) != t.shape[1] * t.stride(1)):
+        raise ValueError(f"{name}: expected a view of a contiguous [batch, kv_heads, ...] buffer, got shape "
+                         f"{list(t.shape)} with strides {t.stride()}")
+
+
+def _quant_attention_op(q, cache, **_):
+    batch, heads, head_dim = q.shape
+    return quantized_attention_op(batch=batch, quantized=cache.quantized_len,
+                                  recent=cache.seq_len - cache.quantized_len, heads=heads,
+                                  kv_heads=cache.k_recent.shape[1], head_dim=head_dim, bits=cache.bits,
+                                  group_size=cache.group_size, dtype=dtype_name(q.dtype))
+
+
+@kernel_launch(_quant_attention_op)
 def quant_decode_attention(q: torch.Tensor, cache: QuantizedKV, *, sm_scale: float | None = None,
                            num_splits: int | None = None, impl: str | None = None) -> torch.Tensor:
     """Decode attention of q [batch, heads, d] over a :class:`QuantizedKV` cache; returns [batch, heads, d]."""
@@ -218,17 +241,56 @@ def quant_decode_attention(q: torch.Tensor, cache: QuantizedKV, *, sm_scale: flo
     direct = splits == 1
     mid_o, mid_lse = (None, None) if direct else split_workspace(batch, heads, splits, head_dim, q.device)
     n_quant, n_recent = cache.quantized_len, cache.seq_len - cache.quantized_len
+    keys, values = cache.keys, cache.values
+    for name, t in (("keys.codes", keys.codes), ("keys.scale", keys.scale), ("keys.zero", keys.zero),
+                    ("values.codes", values.codes), ("values.scale", values.scale), ("values.zero", values.zero),
+                    ("k_recent", cache.k_recent), ("v_recent", cache.v_recent)):
+        _bk_uniform(f"cache.{name}", t)
+    if cache.k_recent.stride() != cache.v_recent.stride() or keys.scale.stride() != keys.zero.stride() \
+            or values.scale.stride() != values.zero.stride():
+        raise ValueError("cache: expected keys and values of the window, and scales and zeros, laid out alike")
     k_recent = cache.k_recent if n_recent else out  # an unread pointer when the window is empty
     v_recent = cache.v_recent if n_recent else out
+    v_bk_rows = values.codes.stride(1) // max(values.codes.stride(2), 1) if n_quant else 0
     _quant_decode_split_kernel[(batch * kv_heads, splits)](
-        q, cache.keys.codes, cache.keys.scale, cache.keys.zero, cache.values.codes, cache.values.scale,
-        cache.values.zero, k_recent, v_recent, out, out if direct else mid_o, out if direct else mid_lse, scale,
+        q, keys.codes, keys.scale, keys.zero, values.codes, values.scale,
+        values.zero, k_recent, v_recent, out, out if direct else mid_o, out if direct else mid_lse, scale,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), kv_heads, heads, head_dim, n_quant, n_recent,
         packed_width(n_quant, cache.bits), packed_width(head_dim, cache.bits), split_len, splits,
+        keys.codes.stride(2), keys.scale.stride(2), v_bk_rows, values.codes.stride(2), values.scale.stride(2),
+        cache.k_recent.stride(1), cache.k_recent.stride(2),
         G=heads // kv_heads, GROUP=cache.group_size, BITS=cache.bits, DIRECT=direct,
         BLOCK_G=max(16, next_power_of_2(heads // kv_heads)), BLOCK_D=max(16, next_power_of_2(head_dim)),
         PRECISION=dot_precision(q.dtype))
     return out if direct else reduce_splits(mid_o, mid_lse, out)
+
+
+def _quantize_kv_into_op(k, v, keys, values):
+    batch, kv_heads, tokens, head_dim = k.shape
+    return quantize_kv_op(batch=batch, tokens=tokens, kv_heads=kv_heads, head_dim=head_dim, bits=keys.bits,
+                          group_size=keys.group_size, dtype=dtype_name(k.dtype))
+
+
+@kernel_launch(_quantize_kv_into_op)
+def quantize_kv_into(k: torch.Tensor, v: torch.Tensor, keys: GroupQuant, values: GroupQuant) -> None:
+    """Quantise whole key groups of k, v [batch, kv_heads, T, d] (T a multiple of the group size) KIVI-style
+    into ``keys`` (codes [batch, kv_heads, d, T·bits/8], scales [batch, kv_heads, d, T/group]) and ``values``
+    (codes [batch, kv_heads, T, ⌈d·bits/8⌉], scales [batch, kv_heads, T, d/group]): views of a growing cache,
+    written in place."""
+    check_tensor("k", k, ndim=4, dtypes=FLOAT_DTYPES)
+    check_tensor("v", v, dtypes=(k.dtype,), shape=tuple(k.shape))
+    bits, group = keys.bits, keys.group_size
+    if values.bits != bits or values.group_size != group or k.shape[2] % group:
+        raise ValueError(f"k: expected a whole number of {group}-token groups with keys and values of the same "
+                         f"bits and group size, got {k.shape[2]} tokens")
+    new_k = quantize_groups(k.transpose(2, 3), bits, group)
+    new_v = quantize_groups(v, bits, group)
+    for dst, src in ((keys, new_k), (values, new_v)):
+        for name, d_t, s_t in (("codes", dst.codes, src.codes), ("scale", dst.scale, src.scale),
+                               ("zero", dst.zero, src.zero)):
+            if tuple(d_t.shape) != tuple(s_t.shape):
+                raise ValueError(f"{name}: expected a destination of shape {list(s_t.shape)}, got {list(d_t.shape)}")
+            d_t.copy_(s_t)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,6 +318,20 @@ def quant_decode_attention_op(*, batch, kv_len, heads, kv_heads, head_dim, bits,
     kv_dim = kv_heads * head_dim
     scales = 2.0 * batch * n_quant * kv_dim / group_size * SCALE_BYTES
     dequant = 2.0 * 2.0 * batch * n_quant * kv_dim
+    return ops.attention(name, batch, 1, kv_len, heads, kv_heads, head_dim, mask="bidirectional", dtype=dtype,
+                         kv_bits=kv_bits, kv_scale_bytes=scales, dequant_flops=dequant, phase="decode")
+
+
+def quantized_attention_op(*, batch, quantized, recent, heads, kv_heads, head_dim, bits, group_size,
+                           dtype: str = "fp16", name: str = "quant_decode_attention") -> ops.Op:
+    """Decode attention over ``quantized`` tokens at ``bits`` (with a scale and zero per group, dequantised in
+    the kernel: 2 FLOPs per element) and ``recent`` tokens in the activation dtype."""
+    kv_len = quantized + recent
+    full_bits = 8.0 * bytes_per_element(dtype)
+    kv_bits = (quantized * bits + recent * full_bits) / kv_len
+    kv_dim = kv_heads * head_dim
+    scales = 2.0 * batch * quantized * kv_dim / group_size * SCALE_BYTES
+    dequant = 2.0 * 2.0 * batch * quantized * kv_dim
     return ops.attention(name, batch, 1, kv_len, heads, kv_heads, head_dim, mask="bidirectional", dtype=dtype,
                          kv_bits=kv_bits, kv_scale_bytes=scales, dequant_flops=dequant, phase="decode")
 

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import torch
 
 from perfmodel import ops
-from perfmodel.kernels._common import (FLOAT_DTYPES, check_same_device, check_tensor, compute_dtype_for,
+from perfmodel.kernels._common import (FLOAT_DTYPES, check_same_device, check_tensor, compute_dtype_for, dtype_name,
+                                       kernel_launch,
                                        default_sm_scale, dot_precision, jit, next_power_of_2, resolve_impl, tl)
 from perfmodel.kernels.clusters import KeyClusters, kmeans_keys
 from perfmodel.kernels.decode_attention import (BLOCK_N, check_decode_inputs, choose_splits,
@@ -111,6 +112,13 @@ def _launch_sparse_split(q, k, v, idx, counts, out, mid_o, mid_lse, *, sm_scale,
 
 # ---------------------------------------------------------------------------------------------------------------
 # Lookup and selection (torch)
+def _lookup_op(q, centroids):
+    return centroid_lookup_op(batch=q.shape[0], heads=q.shape[1], kv_heads=centroids.shape[-3],
+                              centroids=centroids.shape[-2], head_dim=q.shape[2], dtype=dtype_name(centroids.dtype),
+                              shared=centroids.dim() == 3)
+
+
+@kernel_launch(_lookup_op)
 def centroid_lookup(q: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Scores fp32 [batch, kv_heads, C] = mean over each group's query heads of q·c.
 
@@ -136,6 +144,7 @@ def centroid_lookup(q: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bkd,bkcd->bkc", q_mean, c)
 
 
+@kernel_launch(lambda scores, k: topk_clusters_op(rows=scores.numel() // scores.shape[-1], n=scores.shape[-1], k=k))
 def topk_clusters(scores: torch.Tensor, k: int) -> torch.Tensor:
     """int32 indices [..., k] of the k largest scores of each row, best first."""
     check_tensor("scores", scores, dtypes=(torch.float32,))
@@ -192,6 +201,12 @@ def select_clusters(scores: torch.Tensor, clusters: KeyClusters, token_budget: f
 
 # ---------------------------------------------------------------------------------------------------------------
 # Wrappers
+def _sparse_op(q, k, v, idx, counts=None, **_):
+    return sparse_decode_attention_op(batch=q.shape[0], selected=idx.shape[2], heads=q.shape[1], kv_heads=k.shape[1],
+                                      head_dim=q.shape[2], dtype=dtype_name(k.dtype))
+
+
+@kernel_launch(_sparse_op)
 def sparse_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor,
                             counts: torch.Tensor | None = None, *, sm_scale: float | None = None,
                             num_splits: int | None = None, impl: str | None = None) -> torch.Tensor:
@@ -272,6 +287,48 @@ def multipole_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, clust
     return reduce_splits(mid_o, mid_lse, out)
 
 
+def _multipole_ops(q, k, v, idx, cent_k, cent_v, bias, **_):
+    batch, heads, head_dim = q.shape
+    kv_heads, n_cent = cent_k.shape[1], cent_k.shape[2]
+    exact = sparse_decode_attention_op(batch=batch, selected=idx.shape[2], heads=heads, kv_heads=kv_heads,
+                                       head_dim=head_dim, dtype=dtype_name(k.dtype))
+    rest = ops.attention("centroid_attention", batch, 1, n_cent, heads, kv_heads, head_dim, mask="bidirectional",
+                         dtype=dtype_name(q.dtype), kv_bits=8.0 * bytes_per_element(dtype_name(cent_k.dtype)),
+                         kv_scale_bytes=4.0 * batch * kv_heads * n_cent, phase="decode")
+    return [exact, rest]
+
+
+@kernel_launch(_multipole_ops)
+def multipole_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor,
+                               cent_k: torch.Tensor, cent_v: torch.Tensor, bias: torch.Tensor, *,
+                               sm_scale: float | None = None, impl: str | None = None) -> torch.Tensor:
+    """Multipole attention with the selection made beforehand: exact attention over the positions ``idx``
+    int32 [batch, kv_heads, N] of k, v, plus attention over the centroids cent_k, cent_v [batch, kv_heads, C, d]
+    (q's dtype) whose scores are raised by ``bias`` fp32 [batch, kv_heads, C] (log of the cluster's tokens left
+    out of ``idx``; −inf for none), merged by one online softmax (two split launches and one reduce)."""
+    check_decode_inputs(q, k, v)
+    batch, heads, head_dim = q.shape
+    kv_heads = k.shape[1]
+    check_tensor("idx", idx, ndim=3, dtypes=(torch.int32,), shape=(batch, kv_heads, None))
+    check_tensor("cent_k", cent_k, ndim=4, dtypes=(q.dtype,), shape=(batch, kv_heads, None, head_dim))
+    check_tensor("cent_v", cent_v, dtypes=(q.dtype,), shape=tuple(cent_k.shape))
+    check_tensor("bias", bias, dtypes=(torch.float32,), shape=tuple(cent_k.shape[:3]))
+    scale = default_sm_scale(head_dim, sm_scale)
+    if resolve_impl(impl, q, k, v) == "torch":
+        return multipole_decode_attention_reference(q, k, v, idx, cent_k, cent_v, bias, sm_scale=scale)
+    q, k, v, cent_k, cent_v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v, cent_k, cent_v))
+    idx, bias = idx.contiguous(), bias.contiguous()
+    s1, len1 = choose_splits(batch * kv_heads, idx.shape[2], q.device)
+    s2, len2 = choose_splits(batch * kv_heads, cent_k.shape[2], q.device)
+    out = torch.empty_like(q)
+    mid_o, mid_lse = split_workspace(batch, heads, s1 + s2, head_dim, q.device)
+    _launch_sparse_split(q, k, v, idx, None, out, mid_o, mid_lse, sm_scale=scale, splits=s1, split_len=len1,
+                         direct=False)
+    launch_decode_split(q, cent_k, cent_v, out, mid_o, mid_lse, bias=bias, sm_scale=scale, splits=s2,
+                        split_len=len2, split_offset=s1)
+    return reduce_splits(mid_o, mid_lse, out)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Ops
 def sparse_decode_attention_op(*, batch, selected, heads, kv_heads, head_dim, dtype: str = "fp16",
@@ -282,10 +339,12 @@ def sparse_decode_attention_op(*, batch, selected, heads, kv_heads, head_dim, dt
                          phase="decode")
 
 
-def centroid_lookup_op(*, batch, heads, kv_heads, centroids, head_dim, dtype: str = "fp16",
+def centroid_lookup_op(*, batch, heads, kv_heads, centroids, head_dim, dtype: str = "fp16", shared: bool = False,
                        name: str = "centroid_lookup") -> ops.Op:
-    """One decode query per sequence against ``centroids`` centroids per KV head (shared by the batch)."""
-    return ops.centroid_lookup(name, batch, 1, heads, kv_heads, centroids, head_dim, dtype, phase="decode")
+    """One decode query per sequence against ``centroids`` centroids per KV head: each sequence's own
+    ([batch, kv_heads, C, d]), or one set ``shared`` by the batch ([kv_heads, C, d])."""
+    return ops.centroid_lookup(name, batch, 1, heads, kv_heads, centroids, head_dim, dtype, shared=shared,
+                               phase="decode")
 
 
 def topk_clusters_op(*, rows, n, k, name: str = "topk") -> ops.Op:
@@ -329,6 +388,23 @@ def multipole_attention_reference(q, k, v, clusters: KeyClusters, token_budget, 
     p = torch.softmax(torch.cat([s_tok, s_cen], dim=-1), dim=-1)
     o = torch.einsum("bkgn,bknd->bkgd", p[..., :seq_len], v.to(cd))
     o = o + torch.einsum("bkgc,bkcd->bkgd", p[..., seq_len:], cent_v)
+    return o.reshape(batch, heads, d).to(q.dtype)
+
+
+def multipole_decode_attention_reference(q, k, v, idx, cent_k, cent_v, bias, *, sm_scale=None, compute_dtype=None):
+    """One explicit softmax over [the indexed tokens' scores, the centroids' scores + bias]."""
+    cd = compute_dtype_for(q.dtype, compute_dtype)
+    batch, heads, d = q.shape
+    kv_heads = k.shape[1]
+    scale = default_sm_scale(d, sm_scale)
+    rows = idx.long()[..., None].expand(-1, -1, -1, d)
+    k_sel, v_sel = k.gather(2, rows).to(cd), v.gather(2, rows).to(cd)
+    qg = q.to(cd).reshape(batch, kv_heads, heads // kv_heads, d)
+    s_tok = torch.einsum("bkgd,bknd->bkgn", qg, k_sel) * scale
+    s_cen = torch.einsum("bkgd,bkcd->bkgc", qg, cent_k.to(cd)) * scale + bias.to(cd)[:, :, None, :]
+    p = torch.softmax(torch.cat([s_tok, s_cen], dim=-1), dim=-1)
+    n = idx.shape[2]
+    o = torch.einsum("bkgn,bknd->bkgd", p[..., :n], v_sel) + torch.einsum("bkgc,bkcd->bkgd", p[..., n:], cent_v.to(cd))
     return o.reshape(batch, heads, d).to(q.dtype)
 
 

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from perfmodel import ops
 from perfmodel.kernels._common import (FLOAT_DTYPES, cdiv, check_same_device, check_tensor, compute_dtype_for,
-                                       dot_precision, jit, next_power_of_2, resolve_impl, tl)
+                                       dot_precision, dtype_name, jit, kernel_launch, next_power_of_2,
+                                       resolve_impl, tl)
 from perfmodel.kernels.groupquant import GroupQuant, check_bits, dequantize_groups, load_code_tile, quantize_groups
 from perfmodel.specs.model import bytes_per_element
 
@@ -44,12 +45,14 @@ SCALE_BYTES = 4.0  # fp16 scale + fp16 zero per group
 # Triton kernels
 @jit
 def _dequant_matmul_kernel(AC, AS, AZ, W, C, M, N, K, a_row_bytes, stride_wn, stride_wk, stride_cm, stride_cn,
+                           a_row_stride, s_row_stride,
                            GROUP: tl.constexpr, BITS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                            BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """One program = one BLOCK_M × BLOCK_N tile of C = dequant(A)·Wᵀ, marching along K in BLOCK_K steps.
 
-    A's packed codes [M, a_row_bytes] and fp16 scale/zero [M, K / GROUP] are contiguous; W is strided. When
-    BLOCK_K divides GROUP each A tile lies inside one group per row: one scale and zero per row.
+    A's packed codes [M, a_row_bytes] (rows ``a_row_stride`` bytes apart) and fp16 scale/zero [M, K / GROUP]
+    (rows ``s_row_stride`` apart); W and C are strided. When BLOCK_K divides GROUP each A tile lies inside one
+    group per row: one scale and zero per row.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -58,8 +61,7 @@ def _dequant_matmul_kernel(AC, AS, AZ, W, C, M, N, K, a_row_bytes, stride_wn, st
     offs_k = tl.arange(0, BLOCK_K)
     m_mask = offs_m < M
     n_mask = offs_n < N
-    groups = K // GROUP
-    a_rows = AC + offs_m[:, None] * a_row_bytes
+    a_rows = AC + offs_m[:, None].to(tl.int64) * a_row_stride
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
@@ -67,12 +69,12 @@ def _dequant_matmul_kernel(AC, AS, AZ, W, C, M, N, K, a_row_bytes, stride_wn, st
         # The A tile, dequantised in registers: code·scale + zero in fp32, then the weights' dtype for the dot.
         codes = load_code_tile(a_rows, m_mask[:, None], k0, a_row_bytes, BLOCK_K, BITS).to(tl.float32)
         if GROUP % BLOCK_K == 0:
-            group = offs_m * groups + k0 // GROUP
+            group = offs_m.to(tl.int64) * s_row_stride + k0 // GROUP
             scale = tl.load(AS + group, mask=m_mask, other=0.0).to(tl.float32)[:, None]
             zero = tl.load(AZ + group, mask=m_mask, other=0.0).to(tl.float32)[:, None]
         else:
             a_mask = m_mask[:, None] & k_mask[None, :]
-            group = offs_m[:, None] * groups + kk[None, :] // GROUP
+            group = offs_m[:, None].to(tl.int64) * s_row_stride + kk[None, :] // GROUP
             scale = tl.load(AS + group, mask=a_mask, other=0.0).to(tl.float32)
             zero = tl.load(AZ + group, mask=a_mask, other=0.0).to(tl.float32)
         a = (codes * scale + zero).to(W.dtype.element_ty)
@@ -80,7 +82,7 @@ def _dequant_matmul_kernel(AC, AS, AZ, W, C, M, N, K, a_row_bytes, stride_wn, st
         w = tl.load(W + offs_n[None, :] * stride_wn + kk[:, None] * stride_wk,
                     mask=k_mask[:, None] & n_mask[None, :], other=0.0)
         acc += tl.dot(a, w, input_precision=PRECISION)
-    tl.store(C + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn, acc.to(C.dtype.element_ty),
+    tl.store(C + offs_m[:, None].to(tl.int64) * stride_cm + offs_n[None, :] * stride_cn, acc.to(C.dtype.element_ty),
              mask=m_mask[:, None] & n_mask[None, :])
 
 
@@ -104,6 +106,12 @@ def _dequant_add_kernel(Acc, AC, AS, AZ, M, K, a_row_bytes, GROUP: tl.constexpr,
 
 # ---------------------------------------------------------------------------------------------------------------
 # Quantising X
+def _quantize_x_op(x, bits=4, group_size=128):
+    return quantize_x_op(tokens=x.shape[0], hidden=x.shape[1], bits=bits, group_size=group_size,
+                         dtype=dtype_name(x.dtype))
+
+
+@kernel_launch(_quantize_x_op)
 def quantize_x(x: torch.Tensor, bits: int = 4, group_size: int = 128) -> GroupQuant:
     """Quantise x [tokens, hidden] in groups of ``group_size`` along hidden, ``bits`` ∈ 2..8, packed."""
     check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
@@ -113,11 +121,42 @@ def quantize_x(x: torch.Tensor, bits: int = 4, group_size: int = 128) -> GroupQu
     return quantize_groups(x, bits, group_size)
 
 
-def dequantize_x(qx: GroupQuant, dtype: torch.dtype = torch.float16) -> torch.Tensor:
-    """x̂ [tokens, hidden] = code·scale + zero, in ``dtype``."""
+@kernel_launch(lambda x, dst: quantize_x_op(tokens=x.numel() // x.shape[-1], hidden=x.shape[-1], bits=dst.bits,
+                                            group_size=dst.group_size, dtype=dtype_name(x.dtype)))
+def quantize_x_into(x: torch.Tensor, dst: GroupQuant) -> None:
+    """Quantise x [tokens, width] (or [batch, tokens, width], stored token-major: row = token·batch +
+    sequence) into ``dst`` (views of a cache's codes [rows, ⌈width·bits/8⌉] and scales/zeros
+    [rows, width / group]) in place."""
+    check_tensor("x", x, dtypes=FLOAT_DTYPES)
+    if x.dim() == 3:
+        x = x.transpose(0, 1).reshape(-1, x.shape[-1])
+    check_tensor("x", x, ndim=2)
+    if not isinstance(dst, GroupQuant) or dst.n != x.shape[1] or dst.codes.shape[0] != x.shape[0]:
+        raise ValueError(f"dst: expected a GroupQuant of {x.shape[0]} rows of width {x.shape[1]}, got "
+                         + (f"{dst.codes.shape[0]} rows of width {dst.n}" if isinstance(dst, GroupQuant)
+                            else type(dst).__name__))
+    q = quantize_groups(x, dst.bits, dst.group_size)
+    dst.codes.copy_(q.codes)
+    dst.scale.copy_(q.scale)
+    dst.zero.copy_(q.zero)
+
+
+def _dequantize_x_op(qx, dtype=torch.float16, *, out=None):
+    dt = out.dtype if out is not None else dtype
+    return dequantize_x_op(tokens=qx.codes.shape[0], hidden=qx.n, bits=qx.bits, group_size=qx.group_size,
+                           dtype=dtype_name(dt))
+
+
+@kernel_launch(_dequantize_x_op)
+def dequantize_x(qx: GroupQuant, dtype: torch.dtype = torch.float16, *,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """x̂ [tokens, hidden] = code·scale + zero, in ``dtype`` (into ``out`` when given, in its dtype)."""
     if not isinstance(qx, GroupQuant):
         raise TypeError(f"qx: expected a GroupQuant (from quantize_x), got {type(qx).__name__}")
-    return dequantize_groups(qx, dtype)
+    if out is None:
+        return dequantize_groups(qx, dtype)
+    check_tensor("out", out, dtypes=FLOAT_DTYPES, shape=(qx.codes.shape[0], qx.n))
+    return out.copy_(dequantize_groups(qx, out.dtype))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -133,14 +172,33 @@ def _check_quant_operand(qx: GroupQuant, w: torch.Tensor) -> None:
     check_same_device(codes=qx.codes, w=w)
 
 
-def dequant_matmul(qx: GroupQuant, w: torch.Tensor, *, impl: str | None = None) -> torch.Tensor:
-    """dequant(qx)·wᵀ: [tokens, in] quantised × w [out, in] → [tokens, out] in w's dtype."""
+def _dequant_matmul_op(qx, w, *, out=None, **_):
+    return dequant_matmul_op(tokens=qx.codes.shape[0], out_features=w.shape[0], in_features=qx.n, bits=qx.bits,
+                             group_size=qx.group_size, dtype=dtype_name(w.dtype))
+
+
+@kernel_launch(_dequant_matmul_op)
+def dequant_matmul(qx: GroupQuant, w: torch.Tensor, *, out: torch.Tensor | None = None,
+                   impl: str | None = None) -> torch.Tensor:
+    """dequant(qx)·wᵀ: [tokens, in] quantised × w [out, in] → [tokens, out] in w's dtype (into ``out`` when
+    given: [tokens, out] with any row stride, e.g. the K or V half of a [tokens, 2·kv_dim] buffer).
+
+    ``qx`` may be a column slice of a wider quantised matrix (its rows keep the wider row strides)."""
     _check_quant_operand(qx, w)
-    if resolve_impl(impl, qx.codes, w) == "torch":
-        return dequant_matmul_reference(qx, w)
     m, k = qx.codes.shape[0], qx.n
     n = w.shape[0]
-    out = torch.empty(m, n, dtype=w.dtype, device=w.device)
+    if out is not None:
+        check_tensor("out", out, ndim=2, dtypes=(w.dtype,), shape=(m, n))
+    if resolve_impl(impl, qx.codes, w) == "torch":
+        # As a model runs it: a bf16 matmul stays bf16 (fp32 accumulation inside the BLAS), not upcast.
+        result = dequant_matmul_reference(qx, w, compute_dtype=torch.bfloat16 if w.dtype == torch.bfloat16 else None)
+        return result if out is None else out.copy_(result)
+    for name, t in (("qx.codes", qx.codes), ("qx.scale", qx.scale), ("qx.zero", qx.zero)):
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name}: expected a contiguous last dimension, got strides {t.stride()}")
+    if qx.scale.stride() != qx.zero.stride():
+        raise ValueError("qx: expected scales and zeros laid out alike")
+    out = torch.empty(m, n, dtype=w.dtype, device=w.device) if out is None else out
     # A K-step within one quantisation group (a power of two ≥ 16) reads one scale and zero per row.
     g = qx.group_size
     pow2_group = g >= 16 and g & (g - 1) == 0
@@ -151,7 +209,8 @@ def dequant_matmul(qx: GroupQuant, w: torch.Tensor, *, impl: str | None = None) 
         block_k, warps = min(g, 128) if pow2_group else 32, 4
     grid = (cdiv(m, block_m), cdiv(n, block_n))
     _dequant_matmul_kernel[grid](qx.codes, qx.scale, qx.zero, w, out, m, n, k, qx.codes.shape[1], w.stride(0),
-                                 w.stride(1), out.stride(0), out.stride(1), GROUP=g, BITS=qx.bits,
+                                 w.stride(1), out.stride(0), out.stride(1), qx.codes.stride(0), qx.scale.stride(0),
+                                 GROUP=g, BITS=qx.bits,
                                  BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
                                  PRECISION=dot_precision(w.dtype), num_warps=warps)
     return out
@@ -215,6 +274,12 @@ def xquant_svd_remat(q_latent_k: GroupQuant, q_latent_v: GroupQuant, factors: SV
 
 # ---------------------------------------------------------------------------------------------------------------
 # XQuant-CL: cross-layer deltas
+def _accumulate_delta_op(acc, q_delta, **_):
+    return accumulate_delta_op(tokens=acc.shape[0], hidden=acc.shape[1], bits=q_delta.bits,
+                               group_size=q_delta.group_size, dtype=dtype_name(acc.dtype))
+
+
+@kernel_launch(_accumulate_delta_op)
 def accumulate_delta(acc: torch.Tensor, q_delta: GroupQuant, *, impl: str | None = None) -> torch.Tensor:
     """acc += dequant(q_delta), in place (acc [tokens, hidden], contiguous); returns acc."""
     check_tensor("acc", acc, ndim=2, dtypes=FLOAT_DTYPES)

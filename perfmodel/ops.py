@@ -238,15 +238,17 @@ def gather(name: str, rows, width, dtype: str = "bf16", *, elem_bytes=None, phas
 
 
 def centroid_lookup(name: str, batch, q_len, heads, kv_heads, centroids, head_dim, dtype: str = "bf16", *,
-                    phase: str = "", count=1) -> Op:
+                    shared: bool = False, phase: str = "", count=1) -> Op:
     """Score every key centroid against the queries: S[b, kvh, q, c] = mean over the group's heads of q·cᵀ.
 
     FLOPs = 2·b·q·H·C·d (a dot product of length d per query head and centroid) + the group average (b·q·H·C).
-    Bytes = queries (b·q·H·d·a) + centroids (C·KVH·d·a, C per KV head) + scores written in fp32 (b·q·KVH·C·4).
+    Bytes = queries (b·q·H·d·a) + centroids (b·C·KVH·d·a: each sequence clusters its own keys, C per KV head;
+    C·KVH·d·a once when ``shared`` by the batch) + scores written in fp32 (b·q·KVH·C·4).
     """
     a = _b(dtype)
     flops = 2.0 * batch * q_len * heads * centroids * head_dim + batch * q_len * heads * centroids
-    read = batch * q_len * heads * head_dim * a + centroids * kv_heads * head_dim * a
+    owners = 1 if shared else batch
+    read = batch * q_len * heads * head_dim * a + owners * centroids * kv_heads * head_dim * a
     write = batch * q_len * kv_heads * centroids * 4.0
     shape = {"batch": batch, "q_len": q_len, "heads": heads, "kv_heads": kv_heads, "centroids": centroids,
              "head_dim": head_dim}

@@ -179,11 +179,16 @@ def predict_table(table: pd.DataFrame, hardware: str | Hardware | None = None, e
     event engine, the slower one, shows its progress (per group of rows) on a table of 200 rows or more.
     """
     from tqdm import tqdm
+    from perfmodel.validation.e2e_predict import is_e2e, predict_e2e
 
     timer = _row_timer(engine)
     out = []
     keys = ["hardware", "op", "dtype"] + (["variant"] if "variant" in table else [])
     table = table.reset_index(drop=True)
+    whole = is_e2e(table)
+    if whole.any():  # whole steps and runs: predicted from the workload they ran (validation/e2e_predict.py)
+        out.append(predict_e2e(table[whole], hardware, engine, overrides))
+        table = table[~whole]
     groups = table.assign(variant=table["variant"].fillna("") if "variant" in table else "").groupby(
         keys, sort=False, dropna=False)
     cache: dict[str, Hardware] = {}
@@ -259,13 +264,23 @@ def error_stats(df: pd.DataFrame) -> ErrorStats:
 
 
 def summarize_errors(pred: pd.DataFrame) -> dict[str, Any]:
-    """{'overall': stats, 'by_op': {op: stats}, 'by_hardware': {hw: {op: stats}}} with the JSON keys of the CLI."""
-    return {
+    """{'overall': stats, 'by_op': {op: stats}, 'by_hardware': {hw: {op: stats}}} with the JSON keys of the CLI;
+    with end-to-end rows also 'by_method': {scenario: stats of its step rows} and 'by_method_run' (run rows)."""
+    out = {
         "overall": error_stats(pred).to_dict(),
         "by_op": {op: error_stats(g).to_dict() for op, g in pred.groupby("op", sort=True)},
         "by_hardware": {hw: {op: error_stats(g).to_dict() for op, g in h.groupby("op", sort=True)}
                         for hw, h in pred.groupby("predicted_hardware", sort=True)},
     }
+    if "scenario" in pred:
+        # Step rows timed from CUDA graph replays (timing "graphs") are a method's second figure, kept apart.
+        timing = pred["timing"].fillna("eager") if "timing" in pred else pd.Series("eager", index=pred.index)
+        method = pred["scenario"].astype(str).where(timing == "eager", pred["scenario"].astype(str) + " (graphs)")
+        for key, op in (("by_method", "step"), ("by_method_run", "run")):
+            rows = pred.op == op
+            if rows.any():
+                out[key] = {m: error_stats(g).to_dict() for m, g in pred[rows].groupby(method[rows], sort=True)}
+    return out
 
 
 def worst_rows(pred: pd.DataFrame, n: int = 10) -> pd.DataFrame:

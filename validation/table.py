@@ -21,6 +21,11 @@ through unchanged, after the standard ones).
 - ``variant``: for norm / elementwise / embedding rows the operation (``rmsnorm``, ``layernorm``, ``silu_mul``,
   ``rope``, ``add``, ``gelu``, ``softmax``, ``embedding``); empty for gemm and attention.
 
+Whole decoding steps and runs (``perfmodel measure --suite e2e``, :mod:`perfmodel.validation.e2e`) are rows with
+``op`` = ``step`` (``variant`` = the phase: prefill, decode, denoise, commit, refresh) or ``run``, no shape
+columns, and further columns naming what ran (``scenario``, ``model``, ``layers``, ``phase``, ``steps``,
+``spec``) and its spread (``q1_s``, ``q3_s``, ``repeats``).
+
 Files are CSV or Parquet, chosen by the suffix (``.csv``, ``.parquet`` / ``.pq``). :func:`write_table` replaces
 a file atomically (temporary file in the same folder, then rename). :func:`append_rows` is for a runner that
 writes as it measures: a CSV gets its header only when the file is new or empty and later rows are appended in
@@ -56,7 +61,7 @@ INT_COLUMNS: tuple[str, ...] = ("m", "n", "k", "batch", "q_len", "kv_len", "head
 STRING_COLUMNS: tuple[str, ...] = ("hardware", "op", "dtype", "source", VARIANT)
 REQUIRED: tuple[str, ...] = ("hardware", "op", "dtype", "measured_s", "source")
 
-OPS: tuple[str, ...] = ("gemm", "attention", "norm", "elementwise", "embedding")
+OPS: tuple[str, ...] = ("gemm", "attention", "norm", "elementwise", "embedding", "step", "run")
 DTYPES: tuple[str, ...] = ("bf16", "fp16", "fp8", "fp32")
 #: shape columns that must be filled for each op kind
 SHAPE_COLUMNS: dict[str, tuple[str, ...]] = {

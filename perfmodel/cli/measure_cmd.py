@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "seconds, noisier: for tests and smoke runs)")
     c.add_argument("--threads", type=int, help="CPU threads torch runs (default: torch's own choice); the "
                                               "calibrated spec's core count is this number")
+    c.add_argument("--clock", choices=["wall", "process"], default="wall",
+                   help="CPU: wall-clock time (default) or, with --threads 1, the process's CPU time (leaves out "
+                        "the time other processes took on a shared machine)")
     c.add_argument("--json", action="store_true", help="print the measured ceilings as JSON")
     c.set_defaults(func=run_calibrate)
 
@@ -33,8 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "and a rerun skips the shapes already there. Each row's source records the device, torch "
                     "version and input rotation (rot=N: the prediction's reuse footprint is N x op bytes).")
     m.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to measure (default cpu)")
-    m.add_argument("--suite", choices=["tiny", "quick", "full"], default="quick",
-                   help="tiny (seconds), quick (1-2 minutes on a 2-core CPU, default) or full (10+ minutes)")
+    m.add_argument("--suite", choices=["tiny", "quick", "full", "e2e"], default="quick",
+                   help="tiny (seconds), quick (1-2 minutes on a 2-core CPU, default), full (10+ minutes) or e2e "
+                        "(whole decoding steps and runs of every method on the reference implementation: a few "
+                        "minutes on a 2-core CPU, the real 8B/7B models on a GPU)")
     m.add_argument("-o", "--output", required=True, metavar="TABLE", help="measurement table: .parquet or .csv")
     m.add_argument("--hardware", metavar="HARDWARE", help="spec the rows are predicted with: catalog name or calibrated YAML "
                                       "(default cpu-generic for --device cpu; required for cuda)")
@@ -44,6 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input sets rotated when one call's bytes fit in the last-level cache (default 4)")
     m.add_argument("--no-bf16", action="store_true", help="fp32 only, even where bf16 runs fast")
     m.add_argument("--samples", type=int, default=5, help="timed samples per shape (default 5)")
+    m.add_argument("--repeats", type=int, default=3,
+                   help="e2e: timed runs per case after one warm-up run, cases taking turns (default 3)")
+    m.add_argument("--clock", choices=["wall", "process"], default="wall",
+                   help="CPU: wall-clock time (default) or, with --threads 1, the process's CPU time (leaves out "
+                        "the time other processes took on a shared machine); kernel suites and e2e alike")
+    m.add_argument("--graph-replays", type=int, default=0, metavar="N",
+                   help="e2e on cuda: also time every pass of one run from N replays of its CUDA graph "
+                        "(methods whose passes replay; default 0: eager timing only)")
     m.add_argument("--target-ms", type=float, default=20.0, help="minimum length of one sample in ms (default 20)")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.add_argument("--threads", type=int, help="CPU threads torch runs (default: torch's own choice); use the "
@@ -64,6 +77,14 @@ def _set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+def _set_clock(args: argparse.Namespace) -> None:
+    """Apply ``--clock`` to CPU timings (process time needs --threads 1)."""
+    if getattr(args, "clock", "wall") != "wall" and args.device == "cpu":
+        from perfmodel.validation.microbench import set_cpu_clock
+
+        set_cpu_clock(args.clock)
+
+
 def _device_error(exc: Exception) -> int:
     print(f"perfmodel: error: {exc}", file=sys.stderr)
     return 2
@@ -80,6 +101,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         _set_threads(args)
+        _set_clock(args)
         _warn_if_busy(args.device)
         result = cal.calibrate(args.device, args.base, output=args.output, name=args.name,
                                quick=args.sizes == "small")
@@ -152,8 +174,11 @@ def run_measure(args: argparse.Namespace) -> int:
     try:
         mb.check_device(args.device)
         _set_threads(args)
+        _set_clock(args)
         _check_threads(args)
         _warn_if_busy(args.device)
+        if args.suite == "e2e":
+            return _run_e2e(args, start)
         if args.samples < 1 or args.target_ms <= 0:
             raise ValueError(f"--samples {args.samples} --target-ms {args.target_ms}: expected >= 1 and > 0")
         bf16 = not args.no_bf16 and mb.bf16_is_fast(args.device)
@@ -173,4 +198,27 @@ def run_measure(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.suite} suite on {args.device}: measured {result.measured} shapes ({len(result.rows)} rows), "
           f"skipped {result.skipped} already in {result.path}, in {wall:.1f} s")
+    return 0
+
+
+def _run_e2e(args: argparse.Namespace, start: float) -> int:
+    """``measure --suite e2e``: the reference implementation's steps and runs (validation/e2e.py)."""
+    from perfmodel.cli.output import print_json
+    from perfmodel.validation import e2e
+
+    if args.repeats < 1:
+        raise ValueError(f"--repeats {args.repeats}: expected >= 1")
+    cases = e2e.suite_cases(args.device)
+    result = e2e.measure_e2e(cases, args.output, device=args.device, hardware=args.hardware,
+                             repeats=args.repeats, resume=args.resume, graph_replays=args.graph_replays,
+                             clock=args.clock,
+                             progress=not args.no_progress)
+    wall = time.perf_counter() - start
+    summary = {"table": str(result.path), "suite": "e2e", "cases": len(cases), "measured": result.measured,
+               "skipped": result.skipped, "rows_written": len(result.rows), "wall_s": wall}
+    if args.json:
+        print_json(summary)
+        return 0
+    print(f"e2e suite on {args.device}: measured {result.measured} cases ({len(result.rows)} rows), skipped "
+          f"{result.skipped} already in {result.path}, in {wall:.1f} s")
     return 0

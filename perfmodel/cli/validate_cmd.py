@@ -86,9 +86,14 @@ def run_validate(args: argparse.Namespace) -> int:
         return 0
     rows = [["overall", *errors["overall"].values()]] + [[op, *s.values()] for op, s in errors["by_op"].items()]
     print(table(rows, ["op", "rows", "median_ape_pct", "p90_ape_pct", "spearman"]))
+    for key, what in (("by_method", "whole steps"), ("by_method_run", "whole runs")):
+        if key in errors:
+            print(f"\n{what} by method:")
+            print(table([[sc, *st.values()] for sc, st in errors[key].items()],
+                        ["scenario", "rows", "median_ape_pct", "p90_ape_pct", "spearman"]))
     worst = compare.worst_rows(pred, args.worst)
-    cols = [c for c in ("hardware", "op", "m", "n", "k", "batch", "q_len", "kv_len", "heads", "kv_heads", "head_dim",
-                        "measured_s", "predicted_s", "ape_pct", "bound") if c in worst]
+    cols = [c for c in ("hardware", "op", "scenario", "phase", "m", "n", "k", "batch", "q_len", "kv_len", "heads",
+                        "kv_heads", "head_dim", "measured_s", "predicted_s", "ape_pct", "bound") if c in worst]
     print(f"\nworst {len(worst)} rows:")
     print(table(worst[cols].itertuples(index=False), cols))
     return 0

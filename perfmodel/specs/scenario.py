@@ -34,6 +34,9 @@ class KVCache(Spec):
     residual_window: int = Field(128, ge=0, description="most recent tokens kept in full precision (quantised formats)")
     latent: Literal["auto", "x", "svd"] = Field(
         "auto", description="xquant: cache X (MHA) or its projection on the SVD bases of Wk and Wv (GQA); auto picks by model")
+    remat: Literal["fused", "unfused"] = Field(
+        "fused", description="xquant: fused (K and V rematerialised inside the attention kernel, never written) or "
+                             "unfused (a GEMM writes K and V, then dense attention reads them)")
 
     @property
     def effective_bits(self) -> int:
@@ -66,7 +69,11 @@ class Scenario(Spec):
     gen_len: PositiveInt = Field(256, description="generated tokens per sequence")
     steps: PositiveInt | None = Field(None, description="dlm: denoising steps over the whole answer (default gen_len)")
     semi_autoregressive: bool = Field(
-        False, description="dlm: decode block by block without a cache, each step over prompt + finished blocks + current block")
+        False, description="dlm: unmask block by block without a cache (LLaDA's generate.py: every step still runs "
+                           "the whole prompt + answer)")
+    truncate_suffix: bool = Field(
+        False, description="dlm semi-autoregressive: each step runs only prompt + finished blocks + current block "
+                           "(drops the masked suffix; cheaper than LLaDA's reference)")
     block_size: PositiveInt = Field(32, description="block-wise methods: tokens per block")
     steps_per_block: PositiveInt | None = Field(
         None, description="block-wise methods: denoising steps per block (default block_size / tokens_per_step)")
@@ -86,6 +93,19 @@ class Scenario(Spec):
         if self.kv_cache.format in ("xquant", "xquant-cl") and self.method != "arm":
             raise ValueError(f"kv_cache.format {self.kv_cache.format!r} with method 'arm' (XQuant is defined for "
                              f"autoregressive decoding), not {self.method!r}")
+        # Sparse attention is modelled for autoregressive decode steps (one query against a clustered cache).
+        if self.attention.kind != "dense":
+            if self.method != "arm":
+                raise ValueError(f"attention.kind {self.attention.kind!r} with method 'arm' (sparse attention is "
+                                 f"modelled for autoregressive decode steps only), not {self.method!r}; use "
+                                 "attention.kind 'dense' for diffusion methods")
+            if self.kv_cache.format in ("xquant", "xquant-cl"):
+                raise ValueError(f"attention.kind {self.attention.kind!r} with kv_cache.format "
+                                 f"{self.kv_cache.format!r}: expected a K/V cache format (fp16, bf16, fp8, int8, "
+                                 "int4); an XQuant cache holds no keys to select from")
+        if self.truncate_suffix and not (self.method == "dlm" and self.semi_autoregressive):
+            raise ValueError(f"truncate_suffix true with method {self.method!r} and semi_autoregressive "
+                             f"{self.semi_autoregressive}: expected method 'dlm' with semi_autoregressive true")
         return self
 
     # -- derived ------------------------------------------------------------------------------------------

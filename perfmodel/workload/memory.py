@@ -28,7 +28,9 @@ def cache_bytes(s: Structure, p: Params) -> Any:
     """Bytes of the cache at its largest (end of generation), per device.
 
     Methods without a cache (vanilla DLM) hold none. int8/int4 keep `residual_window` tokens in fp16.
-    Squeezed/Multipole attention add their centroids (keys, and values for multipole) per KV head.
+    Squeezed/Multipole attention add their centroids (keys, and values for multipole) per sequence and KV head,
+    ⌈centroid_ratio·prompt_len⌉ of them (the prompt is clustered once; later tokens join those clusters), and
+    one int32 cluster label per token and KV head.
     """
     if s.method == "dlm":
         return 0.0 * p.batch
@@ -42,9 +44,10 @@ def cache_bytes(s: Structure, p: Params) -> Any:
         per_tokens = tokens * per
     total = p.batch * p.layers * per_tokens
     if s.attention_kind != "dense":
-        centroids = np.ceil(p.centroid_ratio * tokens)
+        centroids = np.maximum(np.ceil(p.centroid_ratio * p.prompt_len), 1)
         per_centroid = kv_heads * p.head_dim * bytes_per_element(s.compute_dtype) * (2 if s.attention_kind == "multipole" else 1)
-        total = total + p.batch * p.layers * centroids * per_centroid
+        labels = tokens * kv_heads * 4.0
+        total = total + p.batch * p.layers * (centroids * per_centroid + labels)
     return total
 
 

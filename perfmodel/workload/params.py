@@ -31,6 +31,8 @@ class Structure:
     semi_autoregressive: bool
     commit_pass: bool
     latent: str  # 'x' or 'svd' (resolved from 'auto')
+    remat: str  # xquant: 'fused' or 'unfused'
+    truncate_suffix: bool
     gated_mlp: bool
     qkv_bias: bool
     qk_norm: bool
@@ -81,6 +83,7 @@ def from_specs(model: Model, scenario: Scenario) -> tuple[Structure, Params]:
         method=scenario.method, cache_format=kv.format, attention_kind=scenario.attention.kind,
         hierarchical=scenario.attention.hierarchical, update_clusters=scenario.attention.update_clusters,
         semi_autoregressive=scenario.semi_autoregressive, commit_pass=scenario.commit_pass, latent=latent,
+        remat=kv.remat, truncate_suffix=scenario.truncate_suffix,
         gated_mlp=model.gated_mlp, qkv_bias=model.qkv_bias, qk_norm=model.qk_norm,
         tied=model.tie_word_embeddings, weight_dtype=scenario.weight_dtype, compute_dtype=scenario.compute_dtype,
         model_mask=model.attention_mask,

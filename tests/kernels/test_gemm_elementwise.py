@@ -79,9 +79,23 @@ def test_rope_matches_fp64_reference(tokens, heads, head_dim, dtype):
     eps = torch.finfo(dtype).eps
     torch.testing.assert_close(pair_lengths(out), pair_lengths(x), rtol=8 * eps, atol=8 * eps)
     op = rope_op(tokens=tokens, heads=heads, head_dim=head_dim, dtype=dtype_name(dtype))
-    # x read and out written; the formula leaves out the cos/sin tables, shared by all heads (1/heads of x).
-    assert (op.kind, op.read_bytes, op.write_bytes) == ("elementwise", tensor_bytes(x), tensor_bytes(out))
+    # x and the cos/sin tables read (the tables shared by all heads: 1/heads of x), out written.
+    assert (op.kind, op.read_bytes, op.write_bytes) == ("elementwise", tensor_bytes(x, cos, sin), tensor_bytes(out))
     assert tensor_bytes(cos, sin) == tensor_bytes(x) / heads
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rope_of_a_batch_uses_the_same_positions_for_every_sequence(dtype):
+    # A strided view, as a model takes q and k out of its fused QKV projection: [batch, tokens, heads, d].
+    qkv = randn(3, 37, 5, 64, gen=torch.Generator().manual_seed(5), dtype=dtype)
+    x = qkv[:, :, :4]
+    cos, sin = rope_tables(37, 64, dtype)
+    out = rope(x, cos, sin)
+    assert out.shape == x.shape and out.is_contiguous()
+    for b in range(3):
+        torch.testing.assert_close(out[b], rope(x[b].contiguous(), cos, sin), rtol=0, atol=0)
+    op = rope_op(tokens=3 * 37, heads=4, head_dim=64, dtype=dtype_name(dtype))
+    assert op.read_bytes == tensor_bytes(x) + 3 * tensor_bytes(cos, sin)  # the tables once per sequence
 
 
 def test_rejects_bad_inputs_saying_expected_and_got():
@@ -95,3 +109,5 @@ def test_rejects_bad_inputs_saying_expected_and_got():
         silu_mul(randn(2, 16), randn(2, 8))
     with pytest.raises(ValueError, match="expected an even head_dim, got 63"):
         rope(randn(4, 2, 63), randn(4, 31), randn(4, 31))
+    with pytest.raises(ValueError, match=r"x: expected \[tokens, heads, head_dim\]"):
+        rope(randn(4, 64), randn(4, 32), randn(4, 32))

@@ -32,7 +32,15 @@ SHAPES = {
     "topk_clusters": dict(rows=4, n=16, k=4),
     "gather_rows": dict(rows=97, width=64),
     "sparse_decode_attention": dict(batch=2, selected=97, heads=8, kv_heads=2, head_dim=64),
+    "embedding": dict(tokens=97, hidden=64),
+    "greedy": dict(rows=4, vocab=1000),
+    "write_kv": dict(batch=2, tokens=3, kv_heads=2, head_dim=64),
+    "subtract": dict(tokens=4, width=16),
+    "select_tokens": dict(rows=4, n=300, k=30),
+    "assign_keys": dict(batch=2, tokens=1, kv_heads=2, centroids=16, head_dim=64),
 }
+# Sampling writes a token and a confidence per row, which the model (like the workloads' ``sample``) leaves out.
+WRITES_NOTHING_COUNTED = {"greedy"}
 
 
 def test_every_kernel_has_example_shapes():
@@ -46,7 +54,8 @@ def test_entry_resolves_and_builds_an_op_of_its_kind(name):
     assert callable(info.wrapper) and (info.reference is None or callable(info.reference))
     op = info.op_for(**SHAPES[name])
     assert isinstance(op, ops.Op) and op.kind == info.kind
-    assert op.read_bytes > 0 and op.write_bytes > 0 and op.flops >= 0
+    assert op.read_bytes > 0 and op.flops >= 0
+    assert op.write_bytes > 0 or (name in WRITES_NOTHING_COUNTED and op.write_bytes == 0)
 
 
 def test_importing_the_package_imports_neither_torch_nor_triton():

@@ -45,9 +45,28 @@ def test_triton_matches_fp64_reference(batch, heads, kv_heads, q_len, kv_len, he
     check(q, k, v, out, mask, block_size)
 
 
-def test_torch_path_matches_fp64_reference():
-    q, k, v = make(1, 4, 1, 97, 97, 64, torch.float16)
-    check(q, k, v, prefill_attention(q, k, v, mask="block_causal", block_size=16), "block_causal", 16)
+@pytest.mark.parametrize("batch,heads,kv_heads,q_len,kv_len,head_dim,dtype,mask,block_size",
+                         CASES + [(1, 4, 2, 97, 97, 64, torch.bfloat16, "causal", None),
+                                  (2, 8, 2, 16, 97, 128, torch.bfloat16, "bidirectional", None)])
+def test_torch_path_matches_fp64_reference(batch, heads, kv_heads, q_len, kv_len, head_dim, dtype, mask,
+                                           block_size):
+    # The torch path is PyTorch's own fused attention (scaled_dot_product_attention), masks as the kernel's.
+    q, k, v = make(batch, heads, kv_heads, q_len, kv_len, head_dim, dtype)
+    check(q, k, v, prefill_attention(q, k, v, mask=mask, block_size=block_size, impl="torch"), mask, block_size)
+
+
+@pytest.mark.parametrize("impl", [pytest.param("triton", marks=triton_cpu), "torch"])
+def test_writes_into_a_token_major_output(impl):
+    # q taken out of a fused [batch, tokens, heads + 2·kv_heads, d] projection, the result written where an
+    # output projection reads it: [batch, tokens, heads, d] (no copy between the kernels).
+    gen = torch.Generator().manual_seed(7)
+    qkv = randn(2, 33, 8 + 2 * 2, 64, gen=gen, dtype=torch.float16)
+    q = qkv[:, :, :8].permute(0, 2, 1, 3)
+    k, v = (qkv[:, :, 8 + 2 * i:10 + 2 * i].permute(0, 2, 1, 3) for i in range(2))
+    buf = torch.empty(2, 33, 8, 64, dtype=torch.float16)
+    got = prefill_attention(q, k, v, mask="causal", out=buf.permute(0, 2, 1, 3), impl=impl)
+    assert got.data_ptr() == buf.data_ptr()
+    check(q, k, v, buf.permute(0, 2, 1, 3), "causal", None)
 
 
 def test_masks_as_drawn():

@@ -8,9 +8,11 @@ import torch
 from kernel_checks import assert_close_to_reference, cuda, randn, triton_cpu
 from perfmodel.kernels._common import dtype_name, tensor_bytes
 from perfmodel.kernels.decode_attention import decode_attention_reference
-from perfmodel.kernels.quant_attention import (dequantize_kv, dequantize_kv_op, quant_decode_attention,
+from perfmodel.kernels.groupquant import GroupQuant, packed_width
+from perfmodel.kernels.quant_attention import (QuantizedKV, dequantize_kv, dequantize_kv_op, quant_decode_attention,
                                                quant_decode_attention_op, quant_decode_attention_reference,
-                                               quantize_kv, quantize_kv_op, quantized_length)
+                                               quantize_kv, quantize_kv_into, quantize_kv_op, quantized_attention_op,
+                                               quantized_length)
 
 
 def make(batch, heads, kv_heads, seq_len, head_dim, dtype, device="cpu", seed=0):
@@ -121,3 +123,51 @@ def test_compiled_on_cuda(bits, head_dim, group, dtype):
         ref = quant_decode_attention_reference(q.double(), cache)
         pt = quant_decode_attention_reference(q, cache, compute_dtype=dtype)
         assert_close_to_reference(out, ref, pt)
+
+
+def grow_cache(k, v, bits, group, residual, capacity):
+    """A KIVI cache grown group by group inside buffers of ``capacity`` tokens, as decoding grows it: the
+    window lives in a full-precision store, quantised groups are written in place (views, not copies)."""
+    batch, kv_heads, n, d = k.shape
+    u8, f16 = torch.uint8, torch.float16
+    kc = torch.zeros(batch, kv_heads, d, packed_width(capacity, bits), dtype=u8)
+    ks, kz = (torch.zeros(batch, kv_heads, d, capacity // group, dtype=f16) for _ in range(2))
+    vc = torch.zeros(batch, kv_heads, capacity, packed_width(d, bits), dtype=u8)
+    vs, vz = (torch.zeros(batch, kv_heads, capacity, d // group, dtype=f16) for _ in range(2))
+    store_k, store_v = (torch.zeros(batch, kv_heads, capacity, d, dtype=k.dtype) for _ in range(2))
+    store_k[:, :, :n], store_v[:, :, :n] = k, v
+    n_q = quantized_length(n, residual, group)
+    for g0 in range(0, n_q, group):
+        g1 = g0 + group
+        keys = GroupQuant(kc[..., packed_width(g0, bits):packed_width(g1, bits)], ks[..., g0 // group:g1 // group],
+                          kz[..., g0 // group:g1 // group], bits, group, group)
+        values = GroupQuant(vc[:, :, g0:g1], vs[:, :, g0:g1], vz[:, :, g0:g1], bits, group, d)
+        quantize_kv_into(store_k[:, :, g0:g1], store_v[:, :, g0:g1], keys, values)
+    return QuantizedKV(GroupQuant(kc[..., :packed_width(n_q, bits)], ks[..., :n_q // group], kz[..., :n_q // group],
+                                  bits, group, n_q),
+                       GroupQuant(vc[:, :, :n_q], vs[:, :, :n_q], vz[:, :, :n_q], bits, group, d),
+                       store_k[:, :, n_q:n], store_v[:, :, n_q:n])
+
+
+@pytest.mark.parametrize("impl", [pytest.param("triton", marks=triton_cpu), "torch"])
+@pytest.mark.parametrize("bits,seq_len", [(4, 200), (8, 97), (2, 160)])
+def test_a_cache_grown_in_place_equals_one_quantised_at_once(impl, bits, seq_len):
+    q, k, v = make(2, 8, 2, seq_len, 64, torch.float16)
+    grown = grow_cache(k, v, bits, 32, 32, capacity=256)
+    at_once = quantize_kv(k, v, bits=bits, group_size=32, residual=32)
+    assert grown.quantized_len == at_once.quantized_len and grown.seq_len == at_once.seq_len
+    for a, b in zip(dequantize_kv(grown), dequantize_kv(at_once)):
+        assert torch.equal(a, b)  # groups are quantised independently: the same codes wherever they are stored
+    out = quant_decode_attention(q, grown, num_splits=3, impl=impl)
+    assert_close_to_reference(out, quant_decode_attention_reference(q.double(), at_once),
+                              quant_decode_attention_reference(q, at_once, compute_dtype=torch.float16))
+    op = quantized_attention_op(batch=2, quantized=grown.quantized_len, recent=seq_len - grown.quantized_len,
+                                heads=8, kv_heads=2, head_dim=64, bits=bits, group_size=32)
+    assert op.read_bytes == tensor_bytes(q, *grown.tensors())
+
+
+def test_quantize_into_rejects_a_partial_group():
+    _, k, v = make(1, 4, 2, 40, 64, torch.float16)
+    cache = quantize_kv(k, v, bits=4, group_size=32, residual=0)
+    with pytest.raises(ValueError, match="whole number of 32-token groups"):
+        quantize_kv_into(k[:, :, :40], v[:, :, :40], cache.keys, cache.values)

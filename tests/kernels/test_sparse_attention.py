@@ -200,10 +200,13 @@ def test_op_bytes_equal_the_tensors_read_and_written():
     assert op.read_bytes == tensor_bytes(q, idx) + rows_read
     assert op.write_bytes == tensor_bytes(out)
 
-    cent = kmeans_keys(k, 16).centroids[0].half()  # [kv_heads, C, d], shared by the batch
+    cent = kmeans_keys(k, 16).centroids.half()  # [batch, kv_heads, C, d]: each sequence's own clusters
     scores = centroid_lookup(q, cent)
     op = centroid_lookup_op(batch=2, heads=8, kv_heads=2, centroids=16, head_dim=64, dtype="fp16")
     assert (op.read_bytes, op.write_bytes) == (tensor_bytes(q, cent), tensor_bytes(scores))
+    shared = cent[0]  # [kv_heads, C, d], one set for the whole batch
+    op = centroid_lookup_op(batch=2, heads=8, kv_heads=2, centroids=16, head_dim=64, dtype="fp16", shared=True)
+    assert (op.read_bytes, op.write_bytes) == (tensor_bytes(q, shared), tensor_bytes(centroid_lookup(q, shared)))
 
     top = topk_clusters(scores, 4)
     op = topk_clusters_op(rows=2 * 2, n=16, k=4)
