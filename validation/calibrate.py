@@ -17,7 +17,9 @@ measures (DESIGN.md: "never fit per shape to a validation row"):
   reference for decode, SDPA's causal kernel for ``prefill_attention_overhead_s``; wall time on a CPU, CUDA
   events on a GPU: the host's dispatch is part of a call's cost);
 - on a CPU also (perfmodel/engines/cpu.py): a **skinny matmul** (16 rows against a 1024² weight) per dtype →
-  ``efficiency.gemm_half_rows``, Hockney's half-performance row count m½ = m·(rate(∞)/rate(m) − 1); and
+  ``efficiency.gemm_half_rows``, Hockney's half-performance row count m½ = m·(rate(∞)/rate(m) − 1); a
+  **GEMV** (one row against the same cached weight) per dtype → ``efficiency.gemv_flops_per_s``, the one-row
+  kernel's own ceiling; and
   ``torch.exp`` over a cached buffer → ``efficiency.exps_per_s``. The matmuls and the exponentials run in
   three interleaved rounds and keep their median round: a burst of load from another process during one round
   must not set a ceiling. Last, ``fill_`` of a fresh 128 MiB allocation against a reused one →
@@ -274,6 +276,9 @@ def run_microbenchmarks(device: str, hw: Hardware, *, quick: bool = False,
             benches.append(("skinny_matmul", dtype, (SKINNY_M + sn) * sn * mb.element_bytes(dtype), sn,
                             "gemm_half_rows",
                             lambda dtype=dtype: mb.skinny_matmul_throughput(device, dtype, SKINNY_M, sn, budget)))
+            # A GEMV over the same cached weight: the one-row kernel's own ceiling
+            benches.append(("gemv", dtype, (1 + sn) * sn * mb.element_bytes(dtype), sn, "gemv_flops_per_s",
+                            lambda dtype=dtype: mb.skinny_matmul_throughput(device, dtype, 1, sn, budget)))
         benches.append(("exp", "fp32", 0, 1 << 18, "exps_per_s", lambda: mb.exp_throughput(device, budget=budget)))
         if not quick:
             fresh, reused = mb.first_touch(device, FIRST_TOUCH_BYTES, budget)
@@ -396,6 +401,10 @@ def build_spec(base: Hardware, table: pd.DataFrame, *, device: str, name: str, s
     half = half_rows(table, flops)
     if half:
         eff["gemm_half_rows"] = half
+    gemv = {r.dtype: float(r.gflop_per_s * 1e9) for r in table[table.kind == "gemv"].itertuples()
+            if r.gflop_per_s > 0}
+    if gemv:
+        eff["gemv_flops_per_s"] = gemv
     exps = table[table.kind == "exp"]
     if len(exps):
         eff["exps_per_s"] = float(exps.gflop_per_s.iloc[0]) * 1e9

@@ -3,6 +3,8 @@
 A GPU loses time to waves of tiles (tiling.py); a CPU loses it inside each core, in three ways this module
 models, each with a number that ``perfmodel calibrate --device cpu`` measures by a microbenchmark:
 
+- **One row.** A one-row matmul (a GEMV) runs a dot-product kernel whose own rate (``efficiency.gemv_flops_per_s``,
+  per dtype, measured on weights in cache) may sit below the memory's: a bf16 GEMV converts every weight to fp32.
 - **Few rows.** A CPU matmul microkernel keeps an mr×nr block of C in registers and reuses every weight it
   loads once per row of the block. With m rows (m < mr, or m not much larger), the loads are amortised over few
   FMAs and the rate falls as Hockney's half-performance law for vector machines:
@@ -153,7 +155,12 @@ def compute_times(op_list: Sequence[Op], hw: Hardware, compute: np.ndarray, over
         vec = np.asarray(op.vector_flops, dtype=float) / (hw.compute.peak_flops(op.dtype, "vector") * eff.vector)
         sh = op.shape
         if op.kind == "gemm":
-            compute[i] = np.asarray(op.flops, dtype=float) / rate * row_factor(sh["m"], half) + vec
+            matmul = np.asarray(op.flops, dtype=float) / rate * row_factor(sh["m"], half)
+            gemv = eff.gemv_flops_per_s.get(op.dtype)
+            if gemv:  # one row: the GEMV kernel's own ceiling, measured on cached weights
+                matmul = np.where(np.asarray(sh["m"], dtype=float) <= 1,
+                                  np.maximum(matmul, np.asarray(op.flops, dtype=float) / gemv), matmul)
+            compute[i] = matmul + vec
             continue
         batch, heads, d = (np.asarray(sh[k], dtype=float) for k in ("batch", "heads", "head_dim"))
         q_len, kv_len = np.asarray(sh["q_len"], dtype=float), np.asarray(sh["kv_len"], dtype=float)

@@ -150,6 +150,10 @@ class Efficiency(Spec):
                                           "large-matmul rate (Hockney's half-performance length: rate = "
                                           "peak·m/(m + m½)); a dtype not listed takes fp32's; default: no small-m "
                                           "penalty (perfmodel/engines/cpu.py)")
+    gemv_flops_per_s: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="CPU only, per dtype: FLOP/s of a one-row matmul (a GEMV) whose weights sit "
+                                          "in cache, the kernel's own ceiling (a bf16 GEMV converts every weight to "
+                                          "fp32 first); default: the matmul rate (perfmodel/engines/cpu.py)")
     exps_per_s: float | None = Field(
         None, gt=0, description="exponentials per second a softmax sustains on the whole device; default: the fp32 "
                                 "vector rate / 16 on a GPU (special-function units), / 64 on a CPU (a vectorised "
