@@ -4,7 +4,11 @@ A GPU loses time to waves of tiles (tiling.py); a CPU loses it inside each core,
 models, each with a number that ``perfmodel calibrate --device cpu`` measures by a microbenchmark:
 
 - **One row.** A one-row matmul (a GEMV) runs a dot-product kernel whose own rate (``efficiency.gemv_flops_per_s``,
-  per dtype, measured on weights in cache) may sit below the memory's: a bf16 GEMV converts every weight to fp32.
+  per dtype, measured on weights in cache) may sit below the memory's (a bf16 GEMV converts every weight to
+  fp32). A core issues the loads of what it streams and the arithmetic from one instruction stream: with few rows
+  every weight it loads is used a few times and the loads do not hide behind the work, with many the blocked
+  kernel prefetches them under its arithmetic. On a CPU with a calibrated GEMV rate the part of the stream left
+  exposed is m½/(m + m½) (Hockney's m½ again): t = work + stream · m½/(m + m½), about the sum for one row.
 - **Few rows.** A CPU matmul microkernel keeps an mr×nr block of C in registers and reuses every weight it
   loads once per row of the block. With m rows (m < mr, or m not much larger), the loads are amortised over few
   FMAs and the rate falls as Hockney's half-performance law for vector machines:
@@ -157,9 +161,16 @@ def compute_times(op_list: Sequence[Op], hw: Hardware, compute: np.ndarray, over
         if op.kind == "gemm":
             matmul = np.asarray(op.flops, dtype=float) / rate * row_factor(sh["m"], half)
             gemv = eff.gemv_flops_per_s.get(op.dtype)
-            if gemv:  # one row: the GEMV kernel's own ceiling, measured on cached weights
-                matmul = np.where(np.asarray(sh["m"], dtype=float) <= 1,
-                                  np.maximum(matmul, np.asarray(op.flops, dtype=float) / gemv), matmul)
+            if gemv:
+                # A core issues the loads of the operands it streams and the arithmetic on them from one
+                # instruction stream: the matmul's work (a one-row matmul at the GEMV kernel's own rate, measured
+                # on cached weights) and its stream from the level serving it add up.
+                stream = np.maximum.reduce([np.asarray(level_time[name][i], dtype=float)
+                                            for name in (level_time or {})] or [np.zeros(1)])
+                own = np.asarray(op.flops, dtype=float) / gemv
+                rows = np.maximum(np.asarray(sh["m"], dtype=float), 1.0)
+                serial = half / (rows + half) if half else np.where(rows <= 1, 1.0, 0.0)
+                matmul = np.where(rows <= 1, np.maximum(matmul, own), matmul) + serial * stream
             compute[i] = matmul + vec
             continue
         batch, heads, d = (np.asarray(sh[k], dtype=float) for k in ("batch", "heads", "head_dim"))
