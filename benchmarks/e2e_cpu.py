@@ -26,7 +26,7 @@ def _ms(x: float) -> str:
     return f"{x * 1e3:.1f}" if x >= 1e-3 else f"{x * 1e3:.3f}"
 
 
-def markdown(pred) -> str:
+def markdown(pred, summary_only: bool = False) -> str:
     from perfmodel.validation.compare import summarize_errors
 
     errors = summarize_errors(pred)
@@ -39,6 +39,8 @@ def markdown(pred) -> str:
                                          else f"{r['median_ape_pct']:.1f}% (median of {r['rows']})")
         lines.append(f"| {sc} | {s['rows'] if s else 0} | {s['median_ape_pct']:.1f}% | {s['p90_ape_pct']:.1f}% | "
                      f"{run_txt} |" if s else f"| {sc} | 0 | | | {run_txt} |")
+    if summary_only:
+        return "\n".join(lines)
     lines += ["", "| method | model | layers | step | steps/run | measured ms (IQR) | predicted ms | APE | "
                   "largest predicted ops |", "|---|---|---|---|---|---|---|---|---|"]
     order = pred.sort_values(["scenario", "model", "op", "phase"])
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clock", choices=["wall", "process"], default="wall",
                     help="with --measure: wall clock, or process CPU time (needs --threads 1)")
     ap.add_argument("--engine", choices=["analytic", "event"], default="analytic")
+    ap.add_argument("--summary", action="store_true", help="print the per-method table only")
     args = ap.parse_args(argv)
 
     from perfmodel.validation import compare
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     table = read_table(args.table)
     table = table[table.op.isin(["step", "run"])]
     pred = compare.predict_table(table, None if args.measure else args.hardware, args.engine)
-    print(markdown(pred))
+    print(markdown(pred, args.summary))
     return 0
 
 

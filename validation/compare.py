@@ -58,11 +58,20 @@ def kernel_timed_source(source: str) -> bool:
 
 
 def kernel_durations(times, row: list[Op], hw: Hardware, n: int) -> np.ndarray:
-    """What a profiler reports for a row's kernels: each kernel's time without the launch gap, at least the
-    shortest kernel the profiler shows (``efficiency.kernel_floor_s``), summed."""
+    """What a profiler reports for a row's kernels: each kernel's time without the gap before it, at least the
+    shortest kernel the profiler shows (``efficiency.kernel_floor_s``), summed.
+
+    The launch cost (``launch_s``, fit on CUDA-graph replays) is the gap between kernels plus the kernel's own
+    start and drain. A GEMM's or an attention call's start and drain (prologue, the epilogue's last stores) are
+    part of its profiled duration, about the shortest duration a profiler shows, so the gap is what remains:
+    launch_s − kernel_floor_s. A row or elementwise kernel's own start and drain are in its block chain
+    (``row_kernel_s``) or its floor, so its whole launch cost is gap."""
     per_kernel = np.asarray(times.time, dtype=float).reshape(len(row), -1)
     per_kernel = np.broadcast_to(per_kernel, (len(row), n))
-    return np.maximum(per_kernel - hw.efficiency.launch_s, hw.efficiency.kernel_floor_s).sum(axis=0)
+    eff = hw.efficiency
+    tiled = np.array([op.kind in ("gemm", "attention") for op in row]).reshape(-1, 1)
+    gap = np.where(tiled, max(eff.launch_s - eff.kernel_floor_s, 0.0), eff.launch_s)
+    return np.maximum(per_kernel - gap, eff.kernel_floor_s).sum(axis=0)
 
 
 def reuse_factor(source: str, op: str) -> float:
