@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="predict a seeded random sample of N rows (useful with the slower event engine)")
     v.add_argument("--out", metavar="DIR", help="write predictions.csv, errors.json, worst.csv and scatter.png here")
     v.add_argument("--worst", type=int, default=10, help="worst rows shown (default 10)")
+    v.add_argument("--markdown", action="store_true", help="print the error table by op kind as Markdown only")
     add_json(v)
     v.set_defaults(func=run_validate)
 
@@ -85,6 +86,11 @@ def run_validate(args: argparse.Namespace) -> int:
         print_json(errors)
         return 0
     rows = [["overall", *errors["overall"].values()]] + [[op, *s.values()] for op, s in errors["by_op"].items()]
+    if args.markdown:
+        print("| op | rows | median_ape_pct | p90_ape_pct | spearman |\n|---|---|---|---|---|")
+        for op, n, med, p90, rho in rows:
+            print(f"| {op} | {n:,} | {med:.1f}% | {p90:.1f}% | {rho:.3f} |")
+        return 0
     print(table(rows, ["op", "rows", "median_ape_pct", "p90_ape_pct", "spearman"]))
     for key, what in (("by_method", "whole steps"), ("by_method_run", "whole runs")):
         if key in errors:
