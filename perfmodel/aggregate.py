@@ -26,7 +26,9 @@ class OpBlock:
     """Ops sharing one grid shape ``S``: per-op arrays of shape ``(n_ops, *S)`` (``generation`` is ``(n_ops,)``).
 
     ``time`` is the time of one instance, ``count`` how many instances run, ``flops`` the FLOPs of one instance,
-    ``main_bytes`` its bytes at the main memory level, ``bound`` the name of its bounding resource (strings).
+    ``main_bytes`` its bytes at the main memory level, ``bound`` the name of its bounding resource (strings), or,
+    when ``bound_names`` is given, the index of that name in ``bound_names``. Arrays may keep a length-1 axis
+    where they do not vary (they broadcast to ``(n_ops, *S)``).
     """
 
     generation: np.ndarray
@@ -35,6 +37,7 @@ class OpBlock:
     flops: np.ndarray
     main_bytes: np.ndarray
     bound: np.ndarray
+    bound_names: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,14 @@ class Aggregates:
     ``columns`` holds latency_s, prefill_s, decode_s, tokens_per_s, time_per_step_s, steps, flops, hbm_bytes,
     arithmetic_intensity, bound and the memory_* fields; ``bound_time[k]`` is the generation time bounded by
     resource ``k`` and ``bound_present[k]`` whether any generation op with a non-zero count is bounded by it.
+    ``bound_code`` is the bound as an index into ``bound_labels`` (the categories, then "none").
     """
 
     columns: dict[str, np.ndarray]
     bound_time: dict[str, np.ndarray]
     bound_present: dict[str, np.ndarray]
+    bound_code: np.ndarray | None = None
+    bound_labels: tuple[str, ...] = ()
 
     def bound_fractions(self, index: Any = ()) -> dict[str, float]:
         """``{resource: share of decode time}`` at one grid point, over the resources present there."""
@@ -57,6 +63,128 @@ class Aggregates:
             return {}
         return {k: float(self.bound_time[k][index] / decode) for k in self.bound_time
                 if bool(self.bound_present[k][index])}
+
+
+def first_largest(terms: Sequence[np.ndarray]) -> np.ndarray:
+    """Index of the largest of equal-shape ``terms`` at every point, the first of equal ones: what
+    ``np.stack(terms).argmax(axis=0)`` gives, without the strided reduction that makes argmax over a leading
+    axis slow."""
+    best = terms[0]
+    if any(np.isnan(t).any() for t in terms):  # argmax takes the first NaN as the largest
+        return np.stack(terms).argmax(axis=0)
+    code = np.zeros(np.shape(best), dtype=np.intp)
+    for j, term in enumerate(terms[1:], 1):
+        larger = term > best
+        if larger.any():
+            np.copyto(code, j, where=larger)
+            best = np.maximum(best, term)
+    return code
+
+
+def _bound_masks(blk: OpBlock, categories: Sequence[str]) -> list[tuple[int, np.ndarray]]:
+    """(index in ``categories``, mask of the ops it bounds) of every category bounding some op of a block."""
+    out = []
+    if blk.bound_names is not None:
+        codes = np.asarray(blk.bound)
+        for i, name in enumerate(categories):
+            mask = None
+            for c, label in enumerate(blk.bound_names):
+                if str(label) == name:
+                    mask = codes == c if mask is None else mask | (codes == c)
+            if mask is not None and mask.any():
+                out.append((i, mask))
+        return out
+    names = np.asarray(blk.bound, dtype=object)
+    for i, name in enumerate(categories):
+        mask = names == name
+        if mask.any():
+            out.append((i, mask))
+    return out
+
+
+class Totals:
+    """The till: per-point running totals of op blocks over a grid of shape ``shape`` (:func:`aggregate`), added
+    block by block so that each block is totalled while its arrays are still in the processor's caches."""
+
+    def __init__(self, shape: Sequence[int], categories: Sequence[str]):
+        self.shape = tuple(shape)
+        self.categories = sorted(set(categories))
+        zeros = np.zeros(self.shape)
+        self.prefill, self.decode, self.flops, self.main, self.gen_flops, self.gen_bytes = (
+            zeros.copy() for _ in range(6))
+        self.cat_time = np.zeros((len(self.categories), *self.shape))
+        self.cat_present = np.zeros((len(self.categories), *self.shape), dtype=bool)
+
+    def add(self, blk: OpBlock) -> None:
+        """Add one block's ops."""
+        gen = np.asarray(blk.generation, dtype=bool)
+        every = bool(gen.all())
+        count = np.asarray(blk.count, dtype=float)
+        total = np.asarray(blk.time, dtype=float) * count
+        work = np.asarray(blk.flops, dtype=float) * count
+        moved = np.asarray(blk.main_bytes, dtype=float) * count
+        if not every:
+            self.prefill += total[~gen].sum(axis=0)
+        work_sum, moved_sum = work.sum(axis=0), moved.sum(axis=0)
+        self.flops += work_sum
+        self.main += moved_sum
+        if not gen.any():
+            return
+        g_total = total if every else total[gen]
+        self.decode += g_total.sum(axis=0)
+        self.gen_flops += work_sum if every else work[gen].sum(axis=0)
+        self.gen_bytes += moved_sum if every else moved[gen].sum(axis=0)
+        g_runs = np.broadcast_to(count if every else count[gen], g_total.shape) > 0
+        for i, mask in _bound_masks(blk, self.categories):
+            g_mask = np.broadcast_to(mask if every else mask[gen], g_total.shape)
+            # Σ over the category's ops in op order, as np.where(mask, total, 0).sum(axis=0) adds them
+            self.cat_time[i] += np.add.reduce(g_total, axis=0, where=g_mask, initial=0.0)
+            self.cat_present[i] |= np.logical_or.reduce(g_runs, axis=0, where=g_mask, initial=False)
+
+    def result(self, *, steps: Any, batch: Any, gen_len: Any, weights_bytes: Any, cache_bytes: Any,
+               activation_bytes: Any, capacity_bytes: float) -> Aggregates:
+        """The aggregates of everything added (see :func:`aggregate`)."""
+        shape, categories = self.shape, self.categories
+        decode, gen_flops, gen_bytes = self.decode, self.gen_flops, self.gen_bytes
+        latency = self.prefill + decode
+        steps = np.broadcast_to(np.asarray(steps, dtype=float), shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tokens = np.where(latency > 0, np.asarray(batch, dtype=float) * gen_len / latency, np.inf)
+            per_step = np.where(steps != 0, decode / steps, 0.0)
+            intensity = np.where(gen_bytes > 0, gen_flops / gen_bytes, np.inf)
+        bound_time = {k: self.cat_time[i] for i, k in enumerate(categories)}
+        bound_present = {k: self.cat_present[i] for i, k in enumerate(categories)}
+        labels = (*categories, NO_BOUND)
+        if categories:
+            code = first_largest([np.where(bound_present[k], bound_time[k], -np.inf) for k in categories])
+            code = np.where(self.cat_present.any(axis=0), code, len(categories))
+        else:
+            code = np.zeros(shape, dtype=np.intp)
+        bound = np.array(labels, dtype=object)[code]
+        weights = np.broadcast_to(np.asarray(weights_bytes, dtype=float), shape)
+        cache = np.broadcast_to(np.asarray(cache_bytes, dtype=float), shape)
+        activations = np.broadcast_to(np.asarray(activation_bytes, dtype=float), shape)
+        total_mem = weights + cache + activations
+        columns = {
+            "latency_s": latency,
+            "prefill_s": self.prefill,
+            "decode_s": decode,
+            "tokens_per_s": np.broadcast_to(tokens, shape),
+            "time_per_step_s": np.broadcast_to(per_step, shape),
+            "steps": steps,
+            "flops": self.flops,
+            "hbm_bytes": self.main,
+            "arithmetic_intensity": intensity,
+            "bound": np.asarray(bound, dtype=object),
+            "memory_weights_bytes": weights,
+            "memory_cache_bytes": cache,
+            "memory_activation_bytes": activations,
+            "memory_total_bytes": total_mem,
+            "memory_capacity_bytes": np.full(shape, float(capacity_bytes)),
+            "memory_fits": total_mem <= capacity_bytes,
+        }
+        assert tuple(columns) == METRICS
+        return Aggregates(columns, bound_time, bound_present, code, labels)
 
 
 def aggregate(blocks: Iterable[OpBlock], *, shape: Sequence[int], steps: Any, batch: Any, gen_len: Any,
@@ -74,74 +202,19 @@ def aggregate(blocks: Iterable[OpBlock], *, shape: Sequence[int], steps: Any, ba
     - memory: weights + cache + activations against the device capacity.
     ``categories`` lists the possible bound names (default: those found in the blocks).
     """
-    shape = tuple(shape)
     blocks = list(blocks)
     if categories is None:
         found: set[str] = set()
         for blk in blocks:
             gen = np.asarray(blk.generation, dtype=bool)
-            found.update(str(b) for b in np.asarray(blk.bound, dtype=object)[gen].ravel())
+            bound = np.asarray(blk.bound)[gen].ravel()
+            if blk.bound_names is not None:
+                found.update(str(blk.bound_names[i]) for i in np.unique(bound))
+            else:
+                found.update(str(b) for b in np.asarray(bound, dtype=object))
         categories = sorted(found)
-    categories = sorted(set(categories))
-    zeros = np.zeros(shape)
-    prefill, decode, flops, main, gen_flops, gen_bytes = (zeros.copy() for _ in range(6))
-    cat_time = {k: zeros.copy() for k in categories}
-    cat_present = {k: np.zeros(shape, dtype=bool) for k in categories}
+    totals = Totals(shape, categories)
     for blk in blocks:
-        gen = np.asarray(blk.generation, dtype=bool)
-        count = np.asarray(blk.count, dtype=float)
-        total = np.asarray(blk.time, dtype=float) * count
-        work = np.asarray(blk.flops, dtype=float) * count
-        moved = np.asarray(blk.main_bytes, dtype=float) * count
-        prefill += total[~gen].sum(axis=0)
-        decode += total[gen].sum(axis=0)
-        flops += work.sum(axis=0)
-        main += moved.sum(axis=0)
-        if not gen.any():
-            continue
-        gen_flops += work[gen].sum(axis=0)
-        gen_bytes += moved[gen].sum(axis=0)
-        g_total, g_runs = total[gen], count[gen] > 0
-        g_bound = np.asarray(blk.bound, dtype=object)[gen]
-        for k in categories:
-            mask = g_bound == k
-            cat_time[k] += np.where(mask, g_total, 0.0).sum(axis=0)
-            cat_present[k] |= (mask & g_runs).any(axis=0)
-
-    latency = prefill + decode
-    steps = np.broadcast_to(np.asarray(steps, dtype=float), shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tokens = np.where(latency > 0, np.asarray(batch, dtype=float) * gen_len / latency, np.inf)
-        per_step = np.where(steps != 0, decode / steps, 0.0)
-        intensity = np.where(gen_bytes > 0, gen_flops / gen_bytes, np.inf)
-    if categories:
-        stacked = np.stack([np.where(cat_present[k], cat_time[k], -np.inf) for k in categories])
-        names = np.array(categories, dtype=object)[stacked.argmax(axis=0)]
-        any_present = np.logical_or.reduce([cat_present[k] for k in categories])
-        bound = np.where(any_present, names, NO_BOUND)
-    else:
-        bound = np.full(shape, NO_BOUND, dtype=object)
-    weights = np.broadcast_to(np.asarray(weights_bytes, dtype=float), shape)
-    cache = np.broadcast_to(np.asarray(cache_bytes, dtype=float), shape)
-    activations = np.broadcast_to(np.asarray(activation_bytes, dtype=float), shape)
-    total_mem = weights + cache + activations
-    columns = {
-        "latency_s": latency,
-        "prefill_s": prefill,
-        "decode_s": decode,
-        "tokens_per_s": np.broadcast_to(tokens, shape),
-        "time_per_step_s": np.broadcast_to(per_step, shape),
-        "steps": steps,
-        "flops": flops,
-        "hbm_bytes": main,
-        "arithmetic_intensity": intensity,
-        "bound": np.asarray(bound, dtype=object),
-        "memory_weights_bytes": weights,
-        "memory_cache_bytes": cache,
-        "memory_activation_bytes": activations,
-        "memory_total_bytes": total_mem,
-        "memory_capacity_bytes": np.full(shape, float(capacity_bytes)),
-        "memory_fits": total_mem <= capacity_bytes,
-    }
-    assert tuple(columns) == METRICS
-    return Aggregates(columns, cat_time, cat_present)
+        totals.add(blk)
+    return totals.result(steps=steps, batch=batch, gen_len=gen_len, weights_bytes=weights_bytes,
+                         cache_bytes=cache_bytes, activation_bytes=activation_bytes, capacity_bytes=capacity_bytes)

@@ -32,6 +32,7 @@ copies, are extra kernels of the call.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +152,21 @@ class GemmPlan:
         return f"{int(self.tm)}x{int(self.tn)} tiles, split-K {int(self.split)}"
 
 
+@functools.lru_cache(maxsize=256)
+def _gemm_candidates(shapes: tuple, splits: tuple, a_bytes: float, w_bytes: float, smem_bytes: float | None):
+    """(tm, tn, split, shape efficiency, occupancy) of every candidate kernel, as read-only arrays (None: no
+    candidate)."""
+    cands = [(tm, tn, s) for tm, tn in shapes for s in splits]
+    if not cands:
+        return None
+    out = (np.array([c[0] for c in cands], dtype=float), np.array([c[1] for c in cands], dtype=float),
+           np.array([c[2] for c in cands], dtype=float), np.array([shape_efficiency(c[0], c[1]) for c in cands]),
+           np.array([gemm_occupancy(c[0], c[1], a_bytes, w_bytes, smem_bytes) for c in cands], dtype=float))
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
 def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes: float, sms: int,
               peak: float, l2_bw: float, hbm_bw: Any, hbm_bytes: Any, latency: Any = 0.0,
               store_latency: float = 0.0, reduce_s: float = SPLIT_K_REDUCE_S,
@@ -171,17 +187,16 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     k = np.asarray(k, dtype=float)
     shape = np.broadcast_shapes(m.shape, n.shape, k.shape, np.shape(hbm_bytes), np.shape(latency),
                                 np.shape(hbm_bw))
-    cands = [(tm, tn, s) for tm, tn in shapes for s in splits]
-    if not cands:
+    try:
+        consts = _gemm_candidates(tuple(shapes), tuple(splits), a_bytes, w_bytes, smem_bytes)
+    except TypeError:  # operand widths given as arrays: not cached
+        consts = _gemm_candidates.__wrapped__(tuple(shapes), tuple(splits), a_bytes, w_bytes, smem_bytes)
+    if consts is None:
         raise ValueError(f"GEMM plan: no tile shape to choose from (shapes={shapes!r}, splits={splits!r})")
     # Every candidate at once, along a leading axis (the candidates' constants are columns of shape (C, 1, ...)).
+    n_cands = len(consts[0])
     col = (-1,) + (1,) * len(shape)
-    tm = np.array([c[0] for c in cands], dtype=float).reshape(col)
-    tn = np.array([c[1] for c in cands], dtype=float).reshape(col)
-    s = np.array([c[2] for c in cands], dtype=float).reshape(col)
-    eff = np.array([shape_efficiency(c[0], c[1]) for c in cands]).reshape(col)
-    occ = np.array([gemm_occupancy(c[0], c[1], a_bytes, w_bytes, smem_bytes) for c in cands],
-                   dtype=float).reshape(col)
+    tm, tn, s, eff, occ = (c.reshape(col) for c in consts)
     split = s > 1
     tiles = np.ceil(m / tm) * np.ceil(n / tn) * s
     ks = np.ceil(k / s)
@@ -195,12 +210,15 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     # split-K's reduction is a second kernel, after the first: it reads the partials and writes C
     red = np.where(split, reduce_s + (partials + m * n * o_bytes) / hbm_bw, 0.0)
     t = np.maximum(np.maximum(waves, l2b / l2_bw), hbm) + red
-    t = np.broadcast_to(t, (len(cands),) + shape)
-    pick = np.argmin(t, axis=0)[None]  # the first fastest, as a strict "<" scan over the candidates picks it
+    t = np.broadcast_to(t, (n_cands,) + shape)
+    pick = np.argmin(t, axis=0)  # the first fastest, as a strict "<" scan over the candidates picks it
 
     def chosen(v: Any) -> Any:
-        v = np.broadcast_to(np.asarray(v, dtype=float), (len(cands),) + shape)
-        return np.take_along_axis(v, pick, axis=0)[0]
+        v = np.asarray(v, dtype=float)
+        if v.size == n_cands:  # a constant of each candidate
+            return v.reshape(-1)[pick]
+        v = np.broadcast_to(v, (n_cands,) + shape)
+        return np.take_along_axis(v, pick[None], axis=0)[0]
 
     return GemmPlan(tm=chosen(tm), tn=chosen(tn), split=chosen(s), tiles=chosen(tiles), occupancy=chosen(occ),
                     tile_compute_s=chosen(tile_c), tile_floor_s=chosen(floor), tile_epilogue_s=chosen(epi),
@@ -373,8 +391,34 @@ def num_splits_heuristic(tiles: Any, n_blocks: Any, slots: float, min_blocks: fl
     # at every point: the tiles vary with the batch, the key blocks with the context.
     ut, ti = np.unique(tiles, return_inverse=True)
     un, ni = np.unique(n_blocks, return_inverse=True)
-    table = _num_splits_unique(ut[:, None], un[None, :], slots, min_blocks)
+    # Only the pairs the heuristic may split need its search: full grids and short caches take 1.
+    rows, cols = ut < 0.8 * slots, un > min_blocks
+    table = np.ones((len(ut), len(un)))
+    if rows.any() and cols.any():
+        table[np.ix_(rows, cols)] = _searched_splits(ut[rows], un[cols], slots, min_blocks)
     return table[ti.reshape(tiles.shape), ni.reshape(n_blocks.shape)]
+
+
+# The heuristic's answer for every (tiles, key blocks) pair searched so far, per (slots, min_blocks): a sweep meets
+# the same pairs in every chunk and on every hardware variant of equal SM count.
+_SPLITS_FOUND: dict[tuple[float, float], dict[tuple[float, float], float]] = {}
+_SPLITS_FOUND_MAX = 1_000_000
+
+
+def _searched_splits(tiles: np.ndarray, n_blocks: np.ndarray, slots: float, min_blocks: float) -> np.ndarray:
+    """:func:`_num_splits_unique` over every pair of ``tiles`` × ``n_blocks`` (1-D), each pair searched once."""
+    found = _SPLITS_FOUND.setdefault((float(slots), float(min_blocks)), {})
+    pairs = [(t, b) for t in tiles.tolist() for b in n_blocks.tolist()]
+    values = [found.get(p) for p in pairs]
+    missing = [p for p, v in zip(pairs, values) if v is None]
+    if missing:
+        if len(found) + len(missing) > _SPLITS_FOUND_MAX:
+            found.clear()
+        new = _num_splits_unique(np.array([p[0] for p in missing]), np.array([p[1] for p in missing]), slots,
+                                 min_blocks).tolist()
+        found.update(zip(missing, new))
+        values = [found[p] for p in pairs]
+    return np.array(values, dtype=float).reshape(len(tiles), len(n_blocks))
 
 
 def softmax_overlap(matmul_s: Any, exp_s: Any, kernel: FlashKernel | None) -> Any:
@@ -488,12 +532,19 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
     dependent memory round trips), so a grid of many small CTAs takes ⌈CTAs / slots⌉ · tile_s at least.
     """
     ctas = np.maximum(plan.ctas, 1.0)
-    serial = tile_s if prefill_tile_s is None else prefill_tile_s
-    per_cta = work * sms / ctas
-    prefill, _ = waves_time(ctas, sms, 1.0, per_cta, 0.0, serial)
+    is_decode = np.asarray(plan.decode)
+    shape = np.broadcast_shapes(is_decode.shape, ctas.shape, np.shape(work))
+    if not is_decode.all():
+        serial = tile_s if prefill_tile_s is None else prefill_tile_s
+        per_cta = work * sms / ctas
+        prefill, _ = waves_time(ctas, sms, 1.0, per_cta, 0.0, serial)
+        if not is_decode.any():
+            return np.broadcast_to(prefill, shape)
     chain = np.ceil(ctas / (sms * plan.occupancy)) * tile_s
     decode = np.maximum(work, chain)
-    return np.where(plan.decode, decode, prefill)
+    if is_decode.all():
+        return np.broadcast_to(decode, shape)
+    return np.where(is_decode, decode, prefill)
 
 
 def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: float | None,
@@ -509,8 +560,12 @@ def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: f
         return 1.0 + 0.0 * np.asarray(time, dtype=float)
     time = np.maximum(np.asarray(time, dtype=float), 1e-30)
     x = energy_per_flop * np.asarray(flops, dtype=float) / (time * tdp_w)
-    w = time ** 4 / (time ** 4 + window_s ** 4)
-    return 1.0 + np.maximum(x - 1.0, 0.0) * w
+    excess = np.maximum(x - 1.0, 0.0)
+    if not excess.any() and (time < 1e75).all():  # nothing above the TDP (and w finite): no slow-down
+        return 1.0 + excess
+    t4 = time ** 4
+    w = t4 / (t4 + window_s ** 4)
+    return 1.0 + excess * w
 
 
 # Row kernels: the serving stack's norm, activation, rotary and fp8 input-quantisation kernels launch one thread

@@ -1,0 +1,156 @@
+"""A chunk's ops as blocks to time: each distinct op once, ops of equal grid shape stacked, stacks cut to a size
+the processor's caches hold, and each stack timed once per hardware variant.
+
+Like sorting a warehouse's orders before picking: identical orders are merged (their quantities added), orders
+for the same aisle are grouped, a group is cut into cartloads, and a cartload already picked for one customer
+is not picked again for the next (two models with the same attention shapes, two scenarios with the same
+GEMMs). None of this changes a number: every op is timed by :func:`perfmodel.engines.analytic.time_stack`,
+the function ``predict`` uses, and equal ops get equal times.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from perfmodel.engines.analytic import StackTimes, time_stack
+from perfmodel.engines.stack import OpStack, stack_ops
+
+# Ops whose fields hold at most this many values are compared value by value to merge equal ones.
+DEDUP_MAX_ELEMENTS = 4096
+# Values per stack (ops × grid points): arrays of this many float64 (512 KiB) stay in a core's L2 cache, where
+# NumPy runs several times faster than on arrays that spill to memory.
+SLAB_ELEMENTS = 65_536
+
+
+def _fields(op) -> list[Any]:
+    """Every value of an op the engine reads (the count is not one: it only multiplies the time)."""
+    return [op.flops, op.vector_flops, op.read_bytes, op.write_bytes, op.l2_bytes, op.reuse_bytes,
+            *(v for _, v in sorted(op.shape.items()))]
+
+
+def op_shape(op) -> tuple[int, ...]:
+    """Broadcast shape of every value the engine reads from ``op``."""
+    shapes = {v.shape for v in _fields(op) if isinstance(v, np.ndarray)}
+    if len(shapes) == 1:
+        return shapes.pop()
+    return np.broadcast_shapes(*shapes)
+
+
+def _signature(op, shape: tuple[int, ...]) -> Any:
+    """Everything the engine reads from an op, hashable; ``None`` for ops too large to be worth comparing.
+
+    Ops with equal signatures (a decode step's GEMMs in every segment of the answer) take equal times.
+    """
+    if int(np.prod(shape, dtype=np.int64)) > DEDUP_MAX_ELEMENTS:
+        return None
+    parts = [(v.shape, v.tobytes()) if isinstance(v, np.ndarray) else v for v in _fields(op)]
+    sig = (op.name, op.phase, op.kind, op.dtype, op.unit, tuple(sorted(op.shape)), tuple(parts))
+    try:
+        hash(sig)
+    except TypeError:  # a field of a kind this comparison does not know: time the op on its own
+        return None
+    return sig
+
+
+@dataclass(frozen=True)
+class Block:
+    """Distinct ops stacked over one grid shape, with what the totals need besides their times: whether each
+    belongs to the generation passes and the count of each (equal ops' counts added), shape (n, *S)."""
+
+    stack: OpStack
+    generation: np.ndarray
+    count: np.ndarray
+
+
+def _kind(op) -> str:
+    """The engine's treatment of an op: a GEMM plan, an attention plan, or the roofline alone. Stacks hold one
+    treatment each, so that a GEMM stack is shared by every scenario running the same GEMMs."""
+    if op.unit == "tensor" and op.kind in ("gemm", "attention"):
+        return op.kind
+    return "other"
+
+
+def _groups(op_list: Sequence[Any]) -> list[tuple[tuple[int, ...], list[tuple[Any, list]]]]:
+    """Distinct ops (equal ones' counts listed together) grouped by grid shape and :func:`_kind`, in order of
+    first appearance."""
+    by_shape: dict[tuple[tuple[int, ...], str], list[tuple[Any, list]]] = {}
+    seen: dict[Any, list] = {}
+    for op in op_list:
+        shape = op_shape(op)
+        sig = _signature(op, shape)
+        if sig is not None and sig in seen:
+            seen[sig].append(op.count)
+            continue
+        counts = [op.count]
+        if sig is not None:
+            seen[sig] = counts
+        by_shape.setdefault((shape, _kind(op)), []).append((op, counts))
+    return [(shape, members) for (shape, _), members in by_shape.items()]
+
+
+def blocks(op_list: Sequence[Any], gen_phases: set[str]) -> list[Block]:
+    """The blocks of a workload's ops: distinct ops, grouped by grid shape, each group cut into stacks of at most
+    :data:`SLAB_ELEMENTS` values."""
+    out = []
+    for shape, members in _groups(op_list):
+        per_op = max(1, int(np.prod(shape, dtype=np.int64)))
+        step = max(1, SLAB_ELEMENTS // per_op)
+        for start in range(0, len(members), step):
+            part = members[start:start + step]
+            ops = [op for op, _ in part]
+            totals = [sum(np.asarray(c, dtype=float) for c in counts) if len(counts) > 1
+                      else np.asarray(counts[0], dtype=float) for _, counts in part]
+            count_shape = np.broadcast_shapes(*(np.shape(c) for c in totals))
+            count_shape = (1,) * (len(shape) - len(count_shape)) + count_shape
+            out.append(Block(stack_ops(ops),
+                             np.array([op.phase in gen_phases for op in ops], dtype=bool),
+                             np.stack([np.broadcast_to(c, count_shape) for c in totals])))
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b or (np.shape(a) == np.shape(b) and np.array_equal(a, b))
+
+
+def _same_stack(a: OpStack, b: OpStack) -> bool:
+    """Whether two stacks take equal times on any GPU: the same op kinds, dtypes and units, the same columns and
+    the same plan groups (a CPU's terms read more of each op, see :meth:`Timings.time`)."""
+    if a.grid != b.grid or len(a.gemms) != len(b.gemms) or len(a.attention) != len(b.attention):
+        return False
+    if (a.row_kernels is None) != (b.row_kernels is None) or (a.allreduce is None) != (b.allreduce is None):
+        return False
+    if any((x.kind, x.dtype, x.unit) != (y.kind, y.dtype, y.unit) for x, y in zip(a.ops, b.ops)):
+        return False
+    cols = ("flops", "vector_flops", "bytes", "read_bytes", "l2_bytes", "reuse_bytes", "tensor")
+    if not all(_same(getattr(a, c), getattr(b, c)) for c in cols):
+        return False
+    groups = list(zip(a.gemms, b.gemms)) + list(zip(a.attention, b.attention))
+    groups += [(a.row_kernels, b.row_kernels)] if a.row_kernels is not None else []
+    groups += [(a.allreduce, b.allreduce)] if a.allreduce is not None else []
+    for x, y in groups:
+        if x.dtype != y.dtype or x.widths != y.widths or not _same(x.rows, y.rows) or x.columns.keys() != \
+                y.columns.keys() or not all(_same(x.columns[k], y.columns[k]) for k in x.columns):
+            return False
+    return True
+
+
+class Timings:
+    """Times of the stacks a sweep has timed, per hardware spec: a stack equal to one timed before on the same
+    GPU (:func:`_same_stack`) takes its times instead of being timed again."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[int, Any], list[tuple[Any, OpStack, StackTimes]]] = {}
+
+    def time(self, stack: OpStack, hw) -> StackTimes:
+        if hw.kind != "gpu":
+            return time_stack(stack, hw)
+        key = (id(hw), (stack.size, stack.grid, tuple(op.kind for op in stack.ops)))
+        candidates = self._done.setdefault(key, [])
+        for spec, other, times in candidates:
+            if spec is hw and _same_stack(stack, other):
+                return times
+        times = time_stack(stack, hw)
+        candidates.append((hw, stack, times))
+        return times
