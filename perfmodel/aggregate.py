@@ -116,30 +116,37 @@ class Totals:
         self.cat_present = np.zeros((len(self.categories), *self.shape), dtype=bool)
 
     def add(self, blk: OpBlock) -> None:
-        """Add one block's ops."""
+        """Add one block's ops. Arrays with more axes than ``(n_ops, *shape)`` (a stacked workload's span axis,
+        see :mod:`perfmodel.sweep.workload`) are summed over those leading axes as over the ops."""
         gen = np.asarray(blk.generation, dtype=bool)
         every = bool(gen.all())
         count = np.asarray(blk.count, dtype=float)
         total = np.asarray(blk.time, dtype=float) * count
         work = np.asarray(blk.flops, dtype=float) * count
         moved = np.asarray(blk.main_bytes, dtype=float) * count
+        lead = max(1, total.ndim - len(self.shape))
+        axes: Any = 0 if lead == 1 else tuple(range(lead))
         if not every:
-            self.prefill += total[~gen].sum(axis=0)
-        work_sum, moved_sum = work.sum(axis=0), moved.sum(axis=0)
+            self.prefill += total[~gen].sum(axis=axes)
+        work_sum, moved_sum = work.sum(axis=axes), moved.sum(axis=axes)
         self.flops += work_sum
         self.main += moved_sum
         if not gen.any():
             return
         g_total = total if every else total[gen]
-        self.decode += g_total.sum(axis=0)
-        self.gen_flops += work_sum if every else work[gen].sum(axis=0)
-        self.gen_bytes += moved_sum if every else moved[gen].sum(axis=0)
-        g_runs = np.broadcast_to(count if every else count[gen], g_total.shape) > 0
+        self.decode += g_total.sum(axis=axes)
+        self.gen_flops += work_sum if every else work[gen].sum(axis=axes)
+        self.gen_bytes += moved_sum if every else moved[gen].sum(axis=axes)
+        g_runs = (count if every else count[gen]) > 0
         for i, mask in _bound_masks(blk, self.categories):
             g_mask = np.broadcast_to(mask if every else mask[gen], g_total.shape)
-            # Σ over the category's ops in op order, as np.where(mask, total, 0).sum(axis=0) adds them
-            self.cat_time[i] += np.add.reduce(g_total, axis=0, where=g_mask, initial=0.0)
-            self.cat_present[i] |= np.logical_or.reduce(g_runs, axis=0, where=g_mask, initial=False)
+            if g_total.ndim == 1:  # one op per row (a prediction): the plain sum, whose order NumPy picks
+                self.cat_time[i] += np.where(g_mask, g_total, 0.0).sum(axis=0)
+                self.cat_present[i] |= (g_mask & g_runs).any(axis=0)
+                continue
+            # Σ over the category's ops in op order at every point, without a masked copy of the block
+            self.cat_time[i] += np.add.reduce(g_total, axis=axes, where=g_mask, initial=0.0)
+            self.cat_present[i] |= np.logical_or.reduce(g_mask, axis=axes, where=g_runs, initial=False)
 
     def result(self, *, steps: Any, batch: Any, gen_len: Any, weights_bytes: Any, cache_bytes: Any,
                activation_bytes: Any, capacity_bytes: float) -> Aggregates:

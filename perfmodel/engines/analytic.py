@@ -139,32 +139,47 @@ def _attention(stack: OpStack, hw: Hardware, levels: Sequence[Level], t: _Terms)
     FlashAttention generation (``efficiency.attention_kernel``), its split-KV heuristic and extra kernels, the
     attention mainloop's own tensor efficiency and the prefill tile time when calibrated. Each CTA's stream is
     latency-bound (Little's law): the calibrated per-CTA bandwidth holds for main memory and scales with
-    latency for a nearer level serving the cache (:func:`perfmodel.engines.tiling.stream_floor`)."""
+    latency for a nearer level serving the cache (:func:`perfmodel.engines.tiling.stream_floor`).
+
+    The plan, the compute term, the fixed cost and the stream floors depend on the stack and on a few numbers of
+    the device (:func:`attention_rates`, the tile times, :func:`_fixed_costs`, the CTA bandwidths), not on its
+    memory bandwidths: the stack keeps them by those numbers, and a hardware variant that differs only in
+    bandwidth (a sweep's what-if) reuses them."""
     from perfmodel.engines import tiling
 
     eff = hw.efficiency
-    sms = hw.compute.units
     l2, main = levels[0], levels[-1]
-    tile_s = attention_tile_s(hw)
-    for g in stack.attention:
+    tile_s, prefill_tile_s = attention_tile_s(hw), eff.prefill_attention_tile_s
+    fixed_costs = _fixed_costs(hw)
+    for i, g in enumerate(stack.attention):
         r = _each(stack, g.rows)
+        rates = attention_rates(g.dtype, hw)
+        sms = rates[0]
+        key = ("attention", i, rates[0], getattr(rates[1], "name", None), *rates[2:], tile_s, prefill_tile_s,
+               fixed_costs)
+        if key not in stack.memo:
+            plan, work = _plan_and_work(g.columns, stack.flops[g.rows], *rates)
+            c = tiling.attention_compute_time(plan, work, sms=sms, tile_s=tile_s, prefill_tile_s=prefill_tile_s)
+            stack.memo[key] = (plan, c, _fixed_s(plan, *fixed_costs))
+        plan, c, fixed = stack.memo[key]
         vec = stack.vector_flops[g.rows] / (hw.compute.peak_flops(g.dtype, "vector") * eff.vector)
-        plan, work, _ = attention_terms_of(g.columns, stack.flops[g.rows], g.dtype, hw)
-        c = tiling.attention_compute_time(plan, work, sms=sms, tile_s=tile_s,
-                                          prefill_tile_s=eff.prefill_attention_tile_s)
         t.put("compute", r, c + vec)
         main_bytes = t.rows(f"bytes:{main.name}", r)
-        ctas = plan.ctas
         for lvl in (main, l2):
             served = (main_bytes > 0) if lvl is main else (main_bytes == 0)
             if served.any():  # the floor of a level that serves none of these calls changes nothing
-                stream = tiling.stream_floor(stack.read_bytes[g.rows], ctas, plan.occupancy, sms,
-                                             cta_bandwidth(hw, lvl.latency))
+                cta_bw = cta_bandwidth(hw, lvl.latency)
+                if (key, cta_bw) not in stack.memo:
+                    stack.memo[key, cta_bw] = tiling.stream_floor(stack.read_bytes[g.rows], plan.ctas,
+                                                                  plan.occupancy, sms, cta_bw,
+                                                                  waves=plan.waves(sms))
+                stream = stack.memo[key, cta_bw]
                 current = t.rows(f"time:{lvl.name}", r)
-                t.put(f"time:{lvl.name}", r, np.where(served, np.maximum(current, stream), current))
+                floor = np.maximum(current, stream)
+                t.put(f"time:{lvl.name}", r, floor if served.all() else np.where(served, floor, current))
             if l2 is main:
                 break
-        t.put("overhead", r, t.rows("overhead", r) + attention_fixed_s(plan, hw))
+        t.put("overhead", r, t.rows("overhead", r) + fixed)
 
 
 def _row_kernels(stack: OpStack, hw: Hardware, t: _Terms) -> None:
@@ -253,28 +268,48 @@ def attention_terms(op: Op, hw: Hardware):
 def attention_terms_of(shape: Mapping[str, Any], flops: Any, dtype: str, hw: Hardware):
     """:func:`attention_terms` from the shape fields (batch, q_len, kv_len, heads, kv_heads, head_dim, pairs), the
     FLOPs and the dtype of one or many attention calls (arrays broadcast)."""
+    rates = attention_rates(dtype, hw)
+    return (*_plan_and_work(shape, flops, *rates), rates[1])
+
+
+def attention_rates(dtype: str, hw: Hardware) -> tuple[int, Any, float, float]:
+    """(SMs, FlashKernel or None, attention tensor FLOP/s, softmax scores/s): what an attention call's plan and
+    work read from the device."""
     from perfmodel.engines import tiling
 
-    sh = shape
     kernel = tiling.flash_kernel(hw.efficiency.attention_kernel) if hw.kind == "gpu" else None
-    plan = tiling.attention_plan(sh["batch"], sh["q_len"], sh["kv_len"], sh["heads"], sh["kv_heads"],
-                                 sh["head_dim"], sms=hw.compute.units, kernel=kernel)
-    exps = tiling.softmax_exps(sh["batch"], sh["heads"], sh["pairs"])
     clock = hw.compute.boost_clock_hz or hw.compute.clock_hz
     rate = tiling.softmax_rate(hw.compute.units, clock, hw.compute.peak_flops("fp32", "vector"),
                                tiling.sm_version(hw.compute.architecture, hw.compute.sm_version))
-    work = tiling.attention_work(np.asarray(flops, dtype=float), exps, peak=tensor_rate_of("attention", dtype, hw),
-                                 exp_per_s=rate, kernel=kernel)
-    return plan, work, kernel
+    return hw.compute.units, kernel, tensor_rate_of("attention", dtype, hw), rate
+
+
+def _plan_and_work(shape: Mapping[str, Any], flops: Any, sms: int, kernel: Any, peak: float, rate: float):
+    from perfmodel.engines import tiling
+
+    sh = shape
+    plan = tiling.attention_plan(sh["batch"], sh["q_len"], sh["kv_len"], sh["heads"], sh["kv_heads"],
+                                 sh["head_dim"], sms=sms, kernel=kernel)
+    exps = tiling.softmax_exps(sh["batch"], sh["heads"], sh["pairs"])
+    work = tiling.attention_work(np.asarray(flops, dtype=float), exps, peak=peak, exp_per_s=rate, kernel=kernel)
+    return plan, work
 
 
 def attention_fixed_s(plan, hw: Hardware):
     """Fixed cost of an attention call beyond one launch: the calibrated per-call overhead (prefill or decode)
     plus, for each extra kernel (split-KV combine, FA2's regrouping copies), a launch and a main-memory round
     trip, as any small kernel pays here."""
+    return _fixed_s(plan, *_fixed_costs(hw))
+
+
+def _fixed_costs(hw: Hardware) -> tuple[float, float, float, float]:
     eff = hw.efficiency
-    extra_s = plan.extra * (eff.launch_s + cache_levels(hw)[-1].latency)
-    return np.where(plan.decode, eff.attention_overhead_s, eff.prefill_attention_overhead_s) + extra_s
+    return eff.launch_s, cache_levels(hw)[-1].latency, eff.attention_overhead_s, eff.prefill_attention_overhead_s
+
+
+def _fixed_s(plan, launch_s: float, main_latency: float, decode_s: float, prefill_s: float):
+    extra_s = plan.extra * (launch_s + main_latency)
+    return np.where(plan.decode, decode_s, prefill_s) + extra_s
 
 
 @dataclass
@@ -336,17 +371,16 @@ def _largest(terms: Sequence[Any]) -> Any:
 
 
 def _bound_code(terms: Sequence[np.ndarray], busy: np.ndarray) -> np.ndarray:
-    """Index of the largest term, the first of equal ones (``np.stack(terms).argmax(axis=0)``, without the
-    strided reduction that makes argmax over a leading axis slow)."""
-    if np.isnan(busy).any():  # argmax takes the first NaN as the largest
+    """Index of the largest term, the first of equal ones (what ``np.stack(terms).argmax(axis=0)`` gives, without
+    the strided reduction that makes argmax over a leading axis slow): the first term equal to ``busy``, their
+    maximum."""
+    if np.isnan(busy.max(initial=0.0)):  # argmax takes the first NaN as the largest
         return np.stack(np.broadcast_arrays(*terms)).argmax(axis=0).astype(np.int8)
     code = np.zeros(busy.shape, dtype=np.int8)
-    best = terms[0]
-    for j, term in enumerate(terms[1:], 1):
-        larger = term > best
-        if larger.any():
-            np.copyto(code, j, where=larger)
-            best = np.maximum(best, term)
+    below = np.ones(busy.shape, dtype=bool)  # every term so far is smaller than the largest
+    for term in terms[:-1]:
+        below &= term != busy
+        code += below
     return code
 
 
@@ -403,7 +437,7 @@ def time_stack(stack: OpStack, hw: Hardware) -> StackTimes:
     level_bytes = {name: t[f"bytes:{name}"] for name in names}
     compute, overhead = t["compute"], t["overhead"]
     busy = _largest([compute, *level_time.values()])
-    time = _full(busy + overhead, shape)
+    time = np.add(busy, overhead, out=np.empty(shape))
     if planned and stack.gemms:
         r = np.concatenate([g.rows for g in stack.gemms])
         exact = np.broadcast_to(t["exact"], shape)[r]

@@ -13,7 +13,7 @@ times it on every hardware variant (:func:`perfmodel.engines.analytic.time_stack
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -32,7 +32,9 @@ def column(values: Sequence[Any], ndim: int) -> np.ndarray:
     shape = (1,) * (ndim - len(shape)) + shape
     if not any(a.ndim for a in arrays):
         return np.array([a.item() for a in arrays], dtype=float).reshape((len(arrays),) + shape)
-    return np.stack([np.broadcast_to(a, shape) for a in arrays])
+    if len(arrays) == 1:  # one op: a view with the op axis in front
+        return arrays[0].reshape(shape)[None]
+    return np.stack([a if a.shape == shape else np.broadcast_to(a, shape) for a in arrays])
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class OpStack:
     attention: tuple[KindGroup, ...]
     row_kernels: KindGroup | None
     allreduce: KindGroup | None
+    # Results the engine derived from these columns, by every number of the device they depend on (see
+    # perfmodel.engines.analytic._attention): a stack timed on several hardware variants computes them once.
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -81,11 +86,12 @@ def stack_ops(op_list: Sequence[Op]) -> OpStack:
     """The columns of ``op_list`` (fields may be numbers or arrays over a sweep grid)."""
     ops = tuple(op_list)
     fields = {"flops": [op.flops for op in ops], "vector_flops": [op.vector_flops for op in ops],
-              "bytes": [op.read_bytes + op.write_bytes for op in ops], "read_bytes": [op.read_bytes for op in ops],
+              "read_bytes": [op.read_bytes for op in ops], "write_bytes": [op.write_bytes for op in ops],
               "l2_bytes": [op.l2_bytes for op in ops], "reuse_bytes": [op.reuse_bytes for op in ops]}
-    grid = np.broadcast_shapes(*(np.shape(v) for name, vs in fields.items() if name != "read_bytes" for v in vs))
+    grid = np.broadcast_shapes(*(np.shape(v) for vs in fields.values() for v in vs))
     ndim = len(grid)
     cols = {name: column(vs, ndim) for name, vs in fields.items()}
+    cols["bytes"] = cols["read_bytes"] + cols.pop("write_bytes")  # each op's read + write, as Op.bytes adds them
     tensor = np.array([op.unit == "tensor" and op.kind in ("gemm", "attention") for op in ops], dtype=bool)
 
     gemm_keys: dict[Any, list[int]] = {}

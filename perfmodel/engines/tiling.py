@@ -452,9 +452,16 @@ class AttentionPlan:
     extra: Any
     decode: Any
 
-    @property
+    @functools.cached_property
     def ctas(self) -> Any:
         return self.tiles * self.splits
+
+    def waves(self, sms: int) -> Any:
+        """⌈max(ctas, 1) / (SMs·occupancy)⌉: the waves the call's CTAs run in (computed once per SM count)."""
+        done = self.__dict__.setdefault("_waves", {})
+        if sms not in done:
+            done[sms] = np.ceil(np.maximum(self.ctas, 1.0) / (sms * np.asarray(self.occupancy, dtype=float)))
+        return done[sms]
 
 
 def attention_plan(batch: Any, q_len: Any, kv_len: Any, heads: Any, kv_heads: Any, head_dim: Any, *, sms: int,
@@ -503,15 +510,17 @@ def decode_grid(batch: Any, heads: Any, kv_heads: Any, kv_len: Any, head_dim: An
     return plan.tiles, plan.splits, plan.extra
 
 
-def stream_floor(read_bytes: Any, ctas: Any, occupancy: Any, sms: int, cta_bw: float) -> Any:
+def stream_floor(read_bytes: Any, ctas: Any, occupancy: Any, sms: int, cta_bw: float, waves: Any = None) -> Any:
     """Least time to stream an attention call's cache when each CTA sustains at most ``cta_bw`` (Little's
     law: the bytes it keeps in flight over the memory latency): the CTAs run in ⌈ctas / (SMs·occupancy)⌉ waves,
     each streaming its share read_bytes / ctas. With few sequences the grid holds few CTAs, and the cache
-    streams at CTAs·cta_bw, below the memory's bandwidth. 0 when ``cta_bw`` is 0 (no such limit)."""
+    streams at CTAs·cta_bw, below the memory's bandwidth. 0 when ``cta_bw`` is 0 (no such limit). ``waves``:
+    those waves when already known (:meth:`AttentionPlan.waves`)."""
     if not cta_bw:
         return 0.0 * np.asarray(read_bytes, dtype=float)
     ctas = np.maximum(np.asarray(ctas, dtype=float), 1.0)
-    waves = np.ceil(ctas / (sms * np.asarray(occupancy, dtype=float)))
+    if waves is None:
+        waves = np.ceil(ctas / (sms * np.asarray(occupancy, dtype=float)))
     return waves * np.asarray(read_bytes, dtype=float) / (ctas * cta_bw)
 
 
@@ -540,7 +549,7 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
         prefill, _ = waves_time(ctas, sms, 1.0, per_cta, 0.0, serial)
         if not is_decode.any():
             return np.broadcast_to(prefill, shape)
-    chain = np.ceil(ctas / (sms * plan.occupancy)) * tile_s
+    chain = plan.waves(sms) * tile_s
     decode = np.maximum(work, chain)
     if is_decode.all():
         return np.broadcast_to(decode, shape)
@@ -558,11 +567,16 @@ def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: f
     figure or a TDP."""
     if not energy_per_flop or not tdp_w:
         return 1.0 + 0.0 * np.asarray(time, dtype=float)
-    time = np.maximum(np.asarray(time, dtype=float), 1e-30)
-    x = energy_per_flop * np.asarray(flops, dtype=float) / (time * tdp_w)
+    time = np.asarray(time, dtype=float)
+    flops = np.asarray(flops, dtype=float)
+    # No kernel above the TDP (x <= 1 everywhere, shown on the largest FLOPs over the shortest time with room for
+    # rounding) and w finite: no slow-down, without computing x point by point.
+    bound = energy_per_flop * flops.max(initial=0.0) / (max(time.min(initial=1.0), 1e-30) * tdp_w)
+    if bound <= 1.0 - 1e-9 and time.max(initial=0.0) < 1e75:
+        return np.ones(np.broadcast_shapes(flops.shape, time.shape))
+    time = np.maximum(time, 1e-30)
+    x = energy_per_flop * flops / (time * tdp_w)
     excess = np.maximum(x - 1.0, 0.0)
-    if not excess.any() and (time < 1e75).all():  # nothing above the TDP (and w finite): no slow-down
-        return 1.0 + excess
     t4 = time ** 4
     w = t4 / (t4 + window_s ** 4)
     return 1.0 + excess * w

@@ -9,7 +9,8 @@ the function ``predict`` uses, and equal ops get equal times.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,26 +33,31 @@ def _fields(op) -> list[Any]:
 
 def op_shape(op) -> tuple[int, ...]:
     """Broadcast shape of every value the engine reads from ``op``."""
-    shapes = {v.shape for v in _fields(op) if isinstance(v, np.ndarray)}
+    return _shape(_fields(op))
+
+
+def _shape(values: list[Any]) -> tuple[int, ...]:
+    shapes = {v.shape for v in values if isinstance(v, np.ndarray)}
     if len(shapes) == 1:
         return shapes.pop()
     return np.broadcast_shapes(*shapes)
 
 
-def _signature(op, shape: tuple[int, ...]) -> Any:
-    """Everything the engine reads from an op, hashable; ``None`` for ops too large to be worth comparing.
-
-    Ops with equal signatures (a decode step's GEMMs in every segment of the answer) take equal times.
-    """
-    if int(np.prod(shape, dtype=np.int64)) > DEDUP_MAX_ELEMENTS:
-        return None
-    parts = [(v.shape, v.tobytes()) if isinstance(v, np.ndarray) else v for v in _fields(op)]
-    sig = (op.name, op.phase, op.kind, op.dtype, op.unit, tuple(sorted(op.shape)), tuple(parts))
+def _shape_and_signature(op) -> tuple[tuple[int, ...], Any]:
+    """The op's grid shape, and everything the engine reads from it, hashable: ``None`` for ops too large to be
+    worth comparing. Ops with equal signatures (a decode step's GEMMs in every segment of the answer) take equal
+    times."""
+    values = _fields(op)
+    shape = _shape(values)
+    if math.prod(shape) > DEDUP_MAX_ELEMENTS:
+        return shape, None
+    parts = tuple((v.shape, v.tobytes()) if isinstance(v, np.ndarray) else v for v in values)
+    sig = (op.name, op.phase, op.kind, op.dtype, op.unit, tuple(sorted(op.shape)), parts)
     try:
         hash(sig)
     except TypeError:  # a field of a kind this comparison does not know: time the op on its own
-        return None
-    return sig
+        return shape, None
+    return shape, sig
 
 
 @dataclass(frozen=True)
@@ -72,41 +78,73 @@ def _kind(op) -> str:
     return "other"
 
 
-def _groups(op_list: Sequence[Any]) -> list[tuple[tuple[int, ...], list[tuple[Any, list]]]]:
+def _groups(op_list: Sequence[Any], ndim: int | None) -> list[tuple[tuple[int, ...], list[tuple[Any, list]]]]:
     """Distinct ops (equal ones' counts listed together) grouped by grid shape and :func:`_kind`, in order of
-    first appearance."""
+    first appearance. An op made for every span of a stacked pass (:mod:`perfmodel.sweep.workload`: its count has
+    ``ndim`` + 1 axes) whose values do not depend on the span runs its spans' counts together."""
     by_shape: dict[tuple[tuple[int, ...], str], list[tuple[Any, list]]] = {}
     seen: dict[Any, list] = {}
     for op in op_list:
-        shape = op_shape(op)
-        sig = _signature(op, shape)
+        shape, sig = _shape_and_signature(op)
+        count = op.count
+        if ndim is not None and np.ndim(count) > ndim and len(shape) <= ndim:
+            count = np.asarray(count, dtype=float).sum(axis=0)
         if sig is not None and sig in seen:
-            seen[sig].append(op.count)
+            seen[sig].append(count)
             continue
-        counts = [op.count]
+        counts = [count]
         if sig is not None:
             seen[sig] = counts
         by_shape.setdefault((shape, _kind(op)), []).append((op, counts))
     return [(shape, members) for (shape, _), members in by_shape.items()]
 
 
-def blocks(op_list: Sequence[Any], gen_phases: set[str]) -> list[Block]:
+def blocks(op_list: Sequence[Any], gen_phases: set[str], ndim: int | None = None) -> list[Block]:
     """The blocks of a workload's ops: distinct ops, grouped by grid shape, each group cut into stacks of at most
-    :data:`SLAB_ELEMENTS` values."""
+    :data:`SLAB_ELEMENTS` values. ``ndim``: the number of grid axes of a stacked workload's parameters (an op's
+    count with one more axis is counted per span)."""
     out = []
-    for shape, members in _groups(op_list):
+    for shape, members in _groups(op_list, ndim):
         per_op = max(1, int(np.prod(shape, dtype=np.int64)))
+        if per_op > SLAB_ELEMENTS and shape[0] > 1:  # an op too large for the caches: cut along its first axis
+            rows = max(1, SLAB_ELEMENTS // (per_op // shape[0]))
+            members = [piece for op, counts in members for piece in _cut(op, _total(counts), shape, rows)]
+            shape = (min(rows, shape[0]), *shape[1:])
+            per_op = max(1, int(np.prod(shape, dtype=np.int64)))
         step = max(1, SLAB_ELEMENTS // per_op)
         for start in range(0, len(members), step):
             part = members[start:start + step]
             ops = [op for op, _ in part]
-            totals = [sum(np.asarray(c, dtype=float) for c in counts) if len(counts) > 1
-                      else np.asarray(counts[0], dtype=float) for _, counts in part]
+            totals = [_total(counts) for _, counts in part]
             count_shape = np.broadcast_shapes(*(np.shape(c) for c in totals))
             count_shape = (1,) * (len(shape) - len(count_shape)) + count_shape
             out.append(Block(stack_ops(ops),
                              np.array([op.phase in gen_phases for op in ops], dtype=bool),
                              np.stack([np.broadcast_to(c, count_shape) for c in totals])))
+    return out
+
+
+def _total(counts: list) -> np.ndarray:
+    """The count of equal ops together."""
+    return sum(np.asarray(c, dtype=float) for c in counts) if len(counts) > 1 else np.asarray(counts[0], dtype=float)
+
+
+def _cut(op, count: np.ndarray, shape: tuple[int, ...], rows: int) -> list[tuple[Any, list]]:
+    """``op`` (grid ``shape``) cut into ops of at most ``rows`` along the grid's first axis, each with its part of
+    ``count``: every value that varies along that axis is sliced (views), the others are kept."""
+    def part(v: Any, sl: slice, ndim: int) -> Any:
+        axis = np.ndim(v) - ndim  # the grid's first axis, counted from the right as broadcasting aligns
+        if axis < 0 or np.shape(v)[axis] == 1:
+            return v
+        return np.asarray(v)[(slice(None),) * axis + (sl,)]
+
+    out = []
+    for start in range(0, shape[0], rows):
+        sl = slice(start, start + rows)
+        fields = {f: part(getattr(op, f), sl, len(shape))
+                  for f in ("flops", "vector_flops", "read_bytes", "write_bytes", "l2_bytes", "reuse_bytes")}
+        piece = replace(op, shape={k: part(v, sl, len(shape)) for k, v in op.shape.items()}, **fields)
+        out.append((piece, [part(count, sl, len(shape))]))
     return out
 
 
@@ -123,17 +161,15 @@ def _same_stack(a: OpStack, b: OpStack) -> bool:
         return False
     if any((x.kind, x.dtype, x.unit) != (y.kind, y.dtype, y.unit) for x, y in zip(a.ops, b.ops)):
         return False
-    cols = ("flops", "vector_flops", "bytes", "read_bytes", "l2_bytes", "reuse_bytes", "tensor")
-    if not all(_same(getattr(a, c), getattr(b, c)) for c in cols):
-        return False
     groups = list(zip(a.gemms, b.gemms)) + list(zip(a.attention, b.attention))
     groups += [(a.row_kernels, b.row_kernels)] if a.row_kernels is not None else []
     groups += [(a.allreduce, b.allreduce)] if a.allreduce is not None else []
-    for x, y in groups:
+    for x, y in groups:  # the shape columns first: small, and where stacks of different scenarios differ
         if x.dtype != y.dtype or x.widths != y.widths or not _same(x.rows, y.rows) or x.columns.keys() != \
                 y.columns.keys() or not all(_same(x.columns[k], y.columns[k]) for k in x.columns):
             return False
-    return True
+    cols = ("tensor", "reuse_bytes", "vector_flops", "flops", "bytes", "read_bytes", "l2_bytes")
+    return all(_same(getattr(a, c), getattr(b, c)) for c in cols)
 
 
 class Timings:

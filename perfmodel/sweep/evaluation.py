@@ -21,7 +21,8 @@ from perfmodel.engines.analytic import COMPUTE, OVERHEAD, cache_levels
 from perfmodel.sweep.blocks import Block, Timings, blocks
 from perfmodel.sweep.grid import Chunk, column_of
 from perfmodel.sweep.table import BOUND_PREFIX, CONTEXT, ChunkRows, Labels, bind
-from perfmodel.workload import build, from_specs
+from perfmodel.sweep.workload import build_stacked
+from perfmodel.workload import from_specs
 
 # Numeric scenario fields and the workload parameter each one sets (see perfmodel.workload.params.from_specs).
 PARAM_OF = {
@@ -89,10 +90,10 @@ def prepare(chunk: Chunk) -> Prepared:
         arrays[key] = np.asarray(values, dtype=float).reshape([-1 if j == i else 1 for j in range(k)])
     structure, base = from_specs(g.model, g.scenario)
     params = workload_params(base, g.scenario, arrays)
-    wl = build(structure, params)
+    wl = build_stacked(structure, params, k)
     gen_phases = {ps.phase for ps in wl.passes if ps.generation}
     steps = sum((ps.count for ps in wl.passes if ps.generation), 0.0)
-    return Prepared(arrays, params, wl, tuple(blocks(wl.ops, gen_phases)), steps)
+    return Prepared(arrays, params, wl, tuple(blocks(wl.ops, gen_phases, k)), steps)
 
 
 def _left_pad(a: np.ndarray, ndim: int) -> np.ndarray:

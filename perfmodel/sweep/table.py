@@ -53,34 +53,46 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, (str, Labels))
 
 
-def _column(parts: Sequence[ChunkRows], name: str, order: np.ndarray | None) -> Any:
-    """One column of the bound table, rows in final order (``order``: row of each output position)."""
-    values = [p.columns.get(name) for p in parts]
-    sizes = [len(p.points) for p in parts]
-    present = [v for v in values if v is not None]
-    if present and all(_is_text(v) for v in present) and len(present) == len(values):
-        labels: dict[str, int] = {}
-        codes = []
-        for v, n in zip(values, sizes):
-            if isinstance(v, Labels):
-                remap = np.array([labels.setdefault(label, len(labels)) for label in v.labels], dtype=np.int32)
-                codes.append(remap[v.codes])
-            else:
-                codes.append(np.full(n, labels.setdefault(v, len(labels)), dtype=np.int32))
-        all_codes = np.concatenate(codes)
-        return _strings(all_codes if order is None else all_codes[order], list(labels))
-    arrays = []
-    for v, n in zip(values, sizes):
-        if v is None:  # a bound share this chunk's ops never reach
-            arrays.append(np.zeros(n))
-        elif isinstance(v, Labels):
-            arrays.append(np.array(v.labels, dtype=object)[v.codes])
-        elif isinstance(v, np.ndarray):
-            arrays.append(v)
+def _text_column(parts: Sequence[ChunkRows], name: str, order: np.ndarray | None) -> Any:
+    labels: dict[str, int] = {}
+    codes = []
+    for p in parts:
+        v = p.columns[name]
+        if isinstance(v, Labels):
+            remap = np.array([labels.setdefault(label, len(labels)) for label in v.labels], dtype=np.int32)
+            codes.append(remap[v.codes])
         else:
-            arrays.append(np.full(n, v, dtype=object if isinstance(v, str) else None))
-    out = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-    return out if order is None else out[order]
+            codes.append(np.full(len(p.points), labels.setdefault(v, len(labels)), dtype=np.int32))
+    all_codes = np.concatenate(codes)
+    return _strings(all_codes if order is None else all_codes[order], list(labels))
+
+
+def _pieces(parts: Sequence[ChunkRows], name: str) -> list[Any]:
+    """Each chunk's values of a column that is not text: an array, or one value for every row."""
+    out = []
+    for p in parts:
+        v = p.columns.get(name)
+        if v is None:  # a bound share this chunk's ops never reach
+            v = 0.0
+        elif isinstance(v, Labels):
+            v = np.array(v.labels, dtype=object)[v.codes]
+        elif isinstance(v, str):
+            v = np.full(len(p.points), v, dtype=object)
+        out.append(v)
+    return out
+
+
+def _fill(out: np.ndarray, parts: Sequence[ChunkRows], pieces: Sequence[Any], order: np.ndarray | None) -> None:
+    """Write each chunk's values into ``out`` (a row of the table's float block), in point order."""
+    if order is None:
+        start = 0
+        for p, v in zip(parts, pieces):
+            stop = start + len(p.points)
+            out[start:stop] = v
+            start = stop
+        return
+    np.take(np.concatenate([np.broadcast_to(np.asarray(v, dtype=float), len(p.points))
+                            for p, v in zip(parts, pieces)]), order, out=out)
 
 
 def column_order(names: Sequence[str], parameters: Sequence[str]) -> list[str]:
@@ -108,7 +120,27 @@ def bind(parts: Sequence[ChunkRows], parameters: Sequence[str]) -> pd.DataFrame:
     for p in parts:
         names.update(dict.fromkeys(p.columns))
     cols: dict[str, Any] = {"point": points if order is None else points[order]}
+    floats: dict[str, list[Any]] = {}
     for name in column_order(list(names), parameters):
-        if name != "point":
-            cols[name] = _column(parts, name, order)
+        if name == "point":
+            continue
+        present = [p.columns[name] for p in parts if name in p.columns]
+        if len(present) == len(parts) and all(isinstance(v, (str, Labels)) for v in present):
+            cols[name] = _text_column(parts, name, order)
+            continue
+        pieces = _pieces(parts, name)
+        dtype = np.result_type(*(v.dtype if isinstance(v, np.ndarray) else np.asarray(v).dtype for v in pieces))
+        if dtype == np.float64:  # filled below, as rows of one block
+            cols[name] = None
+            floats[name] = pieces
+            continue
+        full = [v if isinstance(v, np.ndarray) else np.full(len(p.points), v) for p, v in zip(parts, pieces)]
+        out = np.concatenate(full) if len(full) > 1 else full[0]
+        cols[name] = out if order is None else out[order]
+    # The float columns as rows of one array: one allocation (large enough for the kernel's huge pages) instead
+    # of one per column.
+    block = np.empty((len(floats), n))
+    for row, (name, pieces) in zip(block, floats.items()):
+        _fill(row, parts, pieces, order)
+        cols[name] = row
     return pd.DataFrame(cols, copy=False)
