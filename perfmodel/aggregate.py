@@ -102,6 +102,17 @@ def _bound_masks(blk: OpBlock, categories: Sequence[str]) -> list[tuple[int, np.
     return out
 
 
+def _products_positive(time: Any, count: np.ndarray, runs: np.ndarray) -> bool:
+    """Whether time · count is positive (no zero, no underflow, no NaN) for every op that runs (count > 0) and
+    zero for the others (count = 0, finite time): then an op that runs is one whose product is positive."""
+    time = np.asarray(time, dtype=float)
+    least = time.min(initial=np.inf)
+    if not least > 0 or not np.isfinite(time.max(initial=0.0)) or count.min(initial=0.0) < 0:
+        return False
+    smallest_count = count.min(where=runs, initial=np.inf)
+    return bool(least * smallest_count > 1e-300) if np.isfinite(smallest_count) else True
+
+
 class Totals:
     """The till: per-point running totals of op blocks over a grid of shape ``shape`` (:func:`aggregate`), added
     block by block so that each block is totalled while its arrays are still in the processor's caches."""
@@ -137,7 +148,10 @@ class Totals:
         self.decode += g_total.sum(axis=axes)
         self.gen_flops += work_sum if every else work[gen].sum(axis=axes)
         self.gen_bytes += moved_sum if every else moved[gen].sum(axis=axes)
-        g_runs = (count if every else count[gen]) > 0
+        g_count = count if every else count[gen]
+        g_runs = g_count > 0
+        positive = g_total.ndim > 1 and _products_positive(blk.time if every else np.asarray(blk.time)[gen],
+                                                           g_count, g_runs)
         for i, mask in _bound_masks(blk, self.categories):
             g_mask = np.broadcast_to(mask if every else mask[gen], g_total.shape)
             if g_total.ndim == 1:  # one op per row (a prediction): the plain sum, whose order NumPy picks
@@ -145,8 +159,12 @@ class Totals:
                 self.cat_present[i] |= (g_mask & g_runs).any(axis=0)
                 continue
             # Σ over the category's ops in op order at every point, without a masked copy of the block
-            self.cat_time[i] += np.add.reduce(g_total, axis=axes, where=g_mask, initial=0.0)
-            self.cat_present[i] |= np.logical_or.reduce(g_mask, axis=axes, where=g_runs, initial=False)
+            part = np.add.reduce(g_total, axis=axes, where=g_mask, initial=0.0)
+            self.cat_time[i] += part
+            if positive:  # every op that runs adds a positive time: the category is present where its sum is
+                self.cat_present[i] |= part > 0
+            else:
+                self.cat_present[i] |= np.logical_or.reduce(g_mask, axis=axes, where=g_runs, initial=False)
 
     def result(self, *, steps: Any, batch: Any, gen_len: Any, weights_bytes: Any, cache_bytes: Any,
                activation_bytes: Any, capacity_bytes: float) -> Aggregates:

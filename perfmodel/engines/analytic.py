@@ -118,10 +118,13 @@ def _gemms(stack: OpStack, hw: Hardware, levels: Sequence[Level], t: _Terms) -> 
         vec = stack.vector_flops[g.rows] / (hw.compute.peak_flops(g.dtype, "vector") * eff.vector)
         hbm_b = t.rows(f"bytes:{main.name}", r)
         a, w, o = g.widths
+        from_main = hbm_b > 0
+        latency = main.latency if from_main.all() else l2.latency if not from_main.any() else \
+            np.where(from_main, main.latency, l2.latency)
         plan = tiling.gemm_plan(g.columns["m"], g.columns["n"], g.columns["k"], a_bytes=a, w_bytes=w, o_bytes=o,
                                 sms=hw.compute.units, peak=tensor_rate_of("gemm", g.dtype, hw),
                                 l2_bw=l2.bandwidth, hbm_bw=main.bandwidth, hbm_bytes=hbm_b,
-                                latency=np.where(hbm_b > 0, main.latency, l2.latency), store_latency=l2.latency,
+                                latency=latency, store_latency=l2.latency,
                                 reduce_s=eff.launch_s + l2.latency, smem_bytes=smem, sharing=sharing)
         c = plan.compute_s + vec
         l2_time = np.maximum(plan.l2_s, t.rows(f"time:{l2.name}", r) if l2.name != main.name else 0.0)
@@ -162,11 +165,14 @@ def _attention(stack: OpStack, hw: Hardware, levels: Sequence[Level], t: _Terms)
             c = tiling.attention_compute_time(plan, work, sms=sms, tile_s=tile_s, prefill_tile_s=prefill_tile_s)
             stack.memo[key] = (plan, c, _fixed_s(plan, *fixed_costs))
         plan, c, fixed = stack.memo[key]
-        vec = stack.vector_flops[g.rows] / (hw.compute.peak_flops(g.dtype, "vector") * eff.vector)
-        t.put("compute", r, c + vec)
+        vflops = stack.vector_flops[g.rows]
+        # (adding a zero vector term changes no value)
+        t.put("compute", r, c + vflops / (hw.compute.peak_flops(g.dtype, "vector") * eff.vector) if vflops.any()
+              else c)
         main_bytes = t.rows(f"bytes:{main.name}", r)
+        by_main = main_bytes > 0
         for lvl in (main, l2):
-            served = (main_bytes > 0) if lvl is main else (main_bytes == 0)
+            served = by_main if lvl is main else (main_bytes == 0)
             if served.any():  # the floor of a level that serves none of these calls changes nothing
                 cta_bw = cta_bandwidth(hw, lvl.latency)
                 if (key, cta_bw) not in stack.memo:
@@ -177,7 +183,7 @@ def _attention(stack: OpStack, hw: Hardware, levels: Sequence[Level], t: _Terms)
                 current = t.rows(f"time:{lvl.name}", r)
                 floor = np.maximum(current, stream)
                 t.put(f"time:{lvl.name}", r, floor if served.all() else np.where(served, floor, current))
-            if l2 is main:
+            if l2 is main or by_main.all():
                 break
         t.put("overhead", r, t.rows("overhead", r) + fixed)
 
@@ -442,22 +448,24 @@ def time_stack(stack: OpStack, hw: Hardware) -> StackTimes:
         r = np.concatenate([g.rows for g in stack.gemms])
         exact = np.broadcast_to(t["exact"], shape)[r]
         time[r] = np.where(np.isnan(exact), time[r], exact)
+    tdp_w = hw.power.tdp_w if hw.power else None
     if hw.kind == "gpu" and eff.energy_per_flop_j and stack.tensor.any():
         # The power limiter slows long tensor-core kernels to the TDP (tiling.power_stretch): charged to compute.
         from perfmodel.engines import tiling
 
         rows = np.flatnonzero(stack.tensor)
         r = _each(stack, rows)
-        tt = time[rows]
-        stretch = tiling.power_stretch(stack.flops[rows], tt, eff.energy_per_flop_j,
-                                       hw.power.tdp_w if hw.power else None, eff.power_window_s)
-        if (stretch != 1.0).any():
+        tt = time if r is None else time[rows]
+        excess = tiling.power_excess(stack.flops if r is None else stack.flops[rows], tt, eff.energy_per_flop_j,
+                                     tdp_w)
+        if excess is not None:  # else the stretch is 1 for every kernel
+            stretch = tiling.stretch_of(excess, tt, eff.power_window_s)
             c = t.rows("compute", r) + tt * (stretch - 1.0)
             t.put("compute", r, c)
             time[rows] = tt * stretch
             compute = t["compute"]
             busy = _largest([compute, *level_time.values()])
     code = _bound_code([compute, *level_time.values()], np.broadcast_to(busy, shape))
-    code[np.broadcast_to(overhead > busy, shape)] = len(names) + 1
+    np.copyto(code, len(names) + 1, where=overhead > busy)
     return StackTimes(shape, time, compute, level_time, level_bytes, overhead, code,
                       (COMPUTE, *names, OVERHEAD), levels[-1].name)

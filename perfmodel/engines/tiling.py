@@ -343,7 +343,9 @@ class FlashKernel:
             return np.where(decode, np.minimum(np.maximum(n_blocks, 1.0), fill), 1.0)
         s = num_splits_heuristic(tiles, n_blocks, self.split_ctas_per_sm * sms, self.min_blocks_to_split)
         if self.name == "fa3":  # split a call whose queries fill one block per unit (decode, verify, diffusion step)
-            return np.where(np.asarray(blocks) <= 1, s, 1.0)
+            one = np.asarray(blocks) <= 1
+            return np.broadcast_to(s, np.broadcast_shapes(one.shape, np.shape(s))) if one.all() else \
+                np.where(one, s, 1.0)
         return np.where(np.asarray(decode) & np.asarray(packed), s, 1.0)  # FA2: only a regrouped decode call
 
     def extra_kernels(self, batch: Any, kv_heads: Any, splits: Any, decode: Any, packed: Any) -> Any:
@@ -396,7 +398,7 @@ def num_splits_heuristic(tiles: Any, n_blocks: Any, slots: float, min_blocks: fl
     table = np.ones((len(ut), len(un)))
     if rows.any() and cols.any():
         table[np.ix_(rows, cols)] = _searched_splits(ut[rows], un[cols], slots, min_blocks)
-    return table[ti.reshape(tiles.shape), ni.reshape(n_blocks.shape)]
+    return table.ravel().take(ti.reshape(tiles.shape) * len(un) + ni.reshape(n_blocks.shape))
 
 
 # The heuristic's answer for every (tiles, key blocks) pair searched so far, per (slots, min_blocks): a sweep meets
@@ -405,8 +407,23 @@ _SPLITS_FOUND: dict[tuple[float, float], dict[tuple[float, float], float]] = {}
 _SPLITS_FOUND_MAX = 1_000_000
 
 
+_SPLIT_TABLES: dict[Any, np.ndarray] = {}
+_SPLIT_TABLES_MAX = 4096
+
+
 def _searched_splits(tiles: np.ndarray, n_blocks: np.ndarray, slots: float, min_blocks: float) -> np.ndarray:
-    """:func:`_num_splits_unique` over every pair of ``tiles`` × ``n_blocks`` (1-D), each pair searched once."""
+    """:func:`_num_splits_unique` over every pair of ``tiles`` × ``n_blocks`` (1-D), each pair searched once (and
+    each whole table of pairs looked up once)."""
+    key = (float(slots), float(min_blocks), tiles.tobytes(), n_blocks.tobytes())
+    table = _SPLIT_TABLES.get(key)
+    if table is None:
+        if len(_SPLIT_TABLES) >= _SPLIT_TABLES_MAX:
+            _SPLIT_TABLES.clear()
+        table = _SPLIT_TABLES[key] = _searched_pairs(tiles, n_blocks, slots, min_blocks)
+    return table
+
+
+def _searched_pairs(tiles: np.ndarray, n_blocks: np.ndarray, slots: float, min_blocks: float) -> np.ndarray:
     found = _SPLITS_FOUND.setdefault((float(slots), float(min_blocks)), {})
     pairs = [(t, b) for t in tiles.tolist() for b in n_blocks.tolist()]
     values = [found.get(p) for p in pairs]
@@ -556,6 +573,23 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
     return np.where(is_decode, decode, prefill)
 
 
+def power_excess(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: float | None) -> Any:
+    """(x − 1)⁺ of :func:`power_stretch` for every kernel, or None where it is 0 everywhere (and w finite, so that
+    the stretch is exactly 1): without an energy figure or a TDP, when the largest FLOPs over the shortest time
+    stay below the TDP with room for rounding (x is then not computed kernel by kernel), or when no x exceeds 1."""
+    if not energy_per_flop or not tdp_w:
+        return None
+    time = np.asarray(time, dtype=float)
+    flops = np.asarray(flops, dtype=float)
+    finite = time.max(initial=0.0) < 1e75
+    bound = energy_per_flop * flops.max(initial=0.0) / (max(time.min(initial=1.0), 1e-30) * tdp_w)
+    if finite and bound <= 1.0 - 1e-9:
+        return None
+    x = energy_per_flop * flops / (np.maximum(time, 1e-30) * tdp_w)
+    excess = np.maximum(x - 1.0, 0.0)
+    return None if finite and not excess.any() else excess
+
+
 def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: float | None,
                   window_s: float) -> Any:
     """How much longer a tensor-core kernel runs because the power limiter holds the board at its TDP.
@@ -567,16 +601,15 @@ def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: f
     figure or a TDP."""
     if not energy_per_flop or not tdp_w:
         return 1.0 + 0.0 * np.asarray(time, dtype=float)
-    time = np.asarray(time, dtype=float)
-    flops = np.asarray(flops, dtype=float)
-    # No kernel above the TDP (x <= 1 everywhere, shown on the largest FLOPs over the shortest time with room for
-    # rounding) and w finite: no slow-down, without computing x point by point.
-    bound = energy_per_flop * flops.max(initial=0.0) / (max(time.min(initial=1.0), 1e-30) * tdp_w)
-    if bound <= 1.0 - 1e-9 and time.max(initial=0.0) < 1e75:
-        return np.ones(np.broadcast_shapes(flops.shape, time.shape))
-    time = np.maximum(time, 1e-30)
-    x = energy_per_flop * flops / (time * tdp_w)
-    excess = np.maximum(x - 1.0, 0.0)
+    excess = power_excess(flops, time, energy_per_flop, tdp_w)
+    if excess is None:
+        return np.ones(np.broadcast_shapes(np.shape(flops), np.shape(time)))
+    return stretch_of(excess, time, window_s)
+
+
+def stretch_of(excess: Any, time: Any, window_s: float) -> Any:
+    """1 + (x − 1)⁺ · w of :func:`power_stretch`, from its :func:`power_excess`."""
+    time = np.maximum(np.asarray(time, dtype=float), 1e-30)
     t4 = time ** 4
     w = t4 / (t4 + window_s ** 4)
     return 1.0 + excess * w

@@ -107,7 +107,8 @@ def blocks(op_list: Sequence[Any], gen_phases: set[str], ndim: int | None = None
     for shape, members in _groups(op_list, ndim):
         per_op = max(1, int(np.prod(shape, dtype=np.int64)))
         if per_op > SLAB_ELEMENTS and shape[0] > 1:  # an op too large for the caches: cut along its first axis
-            rows = max(1, SLAB_ELEMENTS // (per_op // shape[0]))
+            pieces = -(-per_op // SLAB_ELEMENTS)
+            rows = -(-shape[0] // pieces)
             members = [piece for op, counts in members for piece in _cut(op, _total(counts), shape, rows)]
             shape = (min(rows, shape[0]), *shape[1:])
             per_op = max(1, int(np.prod(shape, dtype=np.int64)))
@@ -172,6 +173,12 @@ def _same_stack(a: OpStack, b: OpStack) -> bool:
     return all(_same(getattr(a, c), getattr(b, c)) for c in cols)
 
 
+def _ends(a: np.ndarray) -> tuple[Any, ...]:
+    """The first and last values of a column: equal stacks have equal ones (a cheap key before comparing)."""
+    flat = a.reshape(-1)
+    return (a.shape, flat[0].item(), flat[-1].item()) if flat.size else (a.shape,)
+
+
 class Timings:
     """Times of the stacks a sweep has timed, per hardware spec: a stack equal to one timed before on the same
     GPU (:func:`_same_stack`) takes its times instead of being timed again."""
@@ -182,7 +189,8 @@ class Timings:
     def time(self, stack: OpStack, hw) -> StackTimes:
         if hw.kind != "gpu":
             return time_stack(stack, hw)
-        key = (id(hw), (stack.size, stack.grid, tuple(op.kind for op in stack.ops)))
+        key = (id(hw), (stack.size, stack.grid, tuple(op.kind for op in stack.ops), _ends(stack.flops),
+                        _ends(stack.bytes), _ends(stack.vector_flops)))
         candidates = self._done.setdefault(key, [])
         for spec, other, times in candidates:
             if spec is hw and _same_stack(stack, other):
