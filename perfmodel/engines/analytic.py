@@ -13,6 +13,10 @@ Which level serves the op's operands follows its reuse footprint (``Op.reuse_byt
 capacity: the nearest level that holds it. The unique bytes cross every level from the serving one up to the
 first cache; the on-chip tile re-reads (``Op.l2_bytes``) load that first cache (L2 on a GPU, L1 on a CPU).
 Everything is NumPy: op fields may be arrays over a sweep grid and the result broadcasts.
+
+The ops are timed as one stack of columns (:mod:`perfmodel.engines.stack`, :func:`time_stack`): each formula
+runs once over every op, and each kernel plan (:mod:`perfmodel.engines.tiling`) once over every GEMM or attention
+call of a dtype, where the arithmetic is the same, element by element, as op by op.
 """
 from __future__ import annotations
 

@@ -38,6 +38,10 @@ from typing import Any
 
 import numpy as np
 
+# FlashAttention's split-KV heuristic and the power limiter have modules of their own; both engines reach them here.
+from perfmodel.engines.splits import num_splits_heuristic  # noqa: F401
+from perfmodel.engines.throttle import power_excess, power_stretch, stretch_of  # noqa: F401
+
 # (tm, tn) tile shapes offered to the heuristic: CUTLASS/cuBLAS Hopper and Ampere defaults.
 GEMM_TILES = ((128, 256), (256, 128), (128, 128), (64, 256), (128, 64), (64, 128), (64, 64))
 SPLIT_K = (1, 2, 4, 8)
@@ -360,82 +364,11 @@ class FlashKernel:
 
 FLASH_KERNELS = {"fa2": FlashKernel("fa2", 2, 0, False), "fa3": FlashKernel("fa3", 1, 4, True),
                  "trtllm": FlashKernel("trtllm", 1, 0, True)}
-MAX_SPLITS = 128
 PLAIN_MIN_KEYS_PER_SPLIT = 256
 
 
 def flash_kernel(name: str | None) -> FlashKernel:
     return FLASH_KERNELS[name or "fa2"]
-
-
-def _num_splits_unique(tiles: np.ndarray, n_blocks: np.ndarray, slots: float, min_blocks: float) -> np.ndarray:
-    s = np.arange(1, MAX_SPLITS + 1, dtype=float).reshape((-1,) + (1,) * tiles.ndim)
-    limit = np.minimum(min(MAX_SPLITS, slots), n_blocks)
-    prev = np.ceil(n_blocks / np.maximum(s - 1, 1))
-    eligible = ((s == 1) | (np.ceil(n_blocks / s) != prev)) & (s <= limit)
-    waves = tiles * s / slots
-    eff = np.where(eligible, waves / np.maximum(np.ceil(waves), 1), 0.0)
-    ok = eligible & (eff >= 0.85 * eff.max(axis=0))
-    first = np.argmax(ok, axis=0) + 1.0
-    return np.where((tiles >= 0.8 * slots) | (n_blocks <= min_blocks), 1.0, first)
-
-
-def num_splits_heuristic(tiles: Any, n_blocks: Any, slots: float, min_blocks: float = 0) -> Any:
-    """FlashAttention's ``num_splits_heuristic``: no split when the tiles fill 80% of the slots (or the cache has
-    at most ``min_blocks`` key blocks); else the fewest splits whose wave efficiency (waves / ⌈waves⌉) is
-    within 85% of the best over the eligible splits (those that change the blocks per split), at most
-    min(128, slots, key blocks). Evaluated once per distinct (tiles, key blocks) pair of a sweep grid."""
-    tiles = np.asarray(tiles, dtype=float)
-    n_blocks = np.maximum(np.asarray(n_blocks, dtype=float), 1.0)
-    if tiles.ndim == 0 and n_blocks.ndim == 0:
-        return _num_splits_unique(tiles, n_blocks, slots, min_blocks)
-    # A table over the distinct values of each argument (each on its own axes of a sweep grid), then looked up
-    # at every point: the tiles vary with the batch, the key blocks with the context.
-    ut, ti = np.unique(tiles, return_inverse=True)
-    un, ni = np.unique(n_blocks, return_inverse=True)
-    # Only the pairs the heuristic may split need its search: full grids and short caches take 1.
-    rows, cols = ut < 0.8 * slots, un > min_blocks
-    table = np.ones((len(ut), len(un)))
-    if rows.any() and cols.any():
-        table[np.ix_(rows, cols)] = _searched_splits(ut[rows], un[cols], slots, min_blocks)
-    return table.ravel().take(ti.reshape(tiles.shape) * len(un) + ni.reshape(n_blocks.shape))
-
-
-# The heuristic's answer for every (tiles, key blocks) pair searched so far, per (slots, min_blocks): a sweep meets
-# the same pairs in every chunk and on every hardware variant of equal SM count.
-_SPLITS_FOUND: dict[tuple[float, float], dict[tuple[float, float], float]] = {}
-_SPLITS_FOUND_MAX = 1_000_000
-
-
-_SPLIT_TABLES: dict[Any, np.ndarray] = {}
-_SPLIT_TABLES_MAX = 4096
-
-
-def _searched_splits(tiles: np.ndarray, n_blocks: np.ndarray, slots: float, min_blocks: float) -> np.ndarray:
-    """:func:`_num_splits_unique` over every pair of ``tiles`` × ``n_blocks`` (1-D), each pair searched once (and
-    each whole table of pairs looked up once)."""
-    key = (float(slots), float(min_blocks), tiles.tobytes(), n_blocks.tobytes())
-    table = _SPLIT_TABLES.get(key)
-    if table is None:
-        if len(_SPLIT_TABLES) >= _SPLIT_TABLES_MAX:
-            _SPLIT_TABLES.clear()
-        table = _SPLIT_TABLES[key] = _searched_pairs(tiles, n_blocks, slots, min_blocks)
-    return table
-
-
-def _searched_pairs(tiles: np.ndarray, n_blocks: np.ndarray, slots: float, min_blocks: float) -> np.ndarray:
-    found = _SPLITS_FOUND.setdefault((float(slots), float(min_blocks)), {})
-    pairs = [(t, b) for t in tiles.tolist() for b in n_blocks.tolist()]
-    values = [found.get(p) for p in pairs]
-    missing = [p for p, v in zip(pairs, values) if v is None]
-    if missing:
-        if len(found) + len(missing) > _SPLITS_FOUND_MAX:
-            found.clear()
-        new = _num_splits_unique(np.array([p[0] for p in missing]), np.array([p[1] for p in missing]), slots,
-                                 min_blocks).tolist()
-        found.update(zip(missing, new))
-        values = [found[p] for p in pairs]
-    return np.array(values, dtype=float).reshape(len(tiles), len(n_blocks))
 
 
 def softmax_overlap(matmul_s: Any, exp_s: Any, kernel: FlashKernel | None) -> Any:
@@ -571,48 +504,6 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
     if is_decode.all():
         return np.broadcast_to(decode, shape)
     return np.where(is_decode, decode, prefill)
-
-
-def power_excess(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: float | None) -> Any:
-    """(x − 1)⁺ of :func:`power_stretch` for every kernel, or None where it is 0 everywhere (and w finite, so that
-    the stretch is exactly 1): without an energy figure or a TDP, when the largest FLOPs over the shortest time
-    stay below the TDP with room for rounding (x is then not computed kernel by kernel), or when no x exceeds 1."""
-    if not energy_per_flop or not tdp_w:
-        return None
-    time = np.asarray(time, dtype=float)
-    flops = np.asarray(flops, dtype=float)
-    finite = time.max(initial=0.0) < 1e75
-    bound = energy_per_flop * flops.max(initial=0.0) / (max(time.min(initial=1.0), 1e-30) * tdp_w)
-    if finite and bound <= 1.0 - 1e-9:
-        return None
-    x = energy_per_flop * flops / (np.maximum(time, 1e-30) * tdp_w)
-    excess = np.maximum(x - 1.0, 0.0)
-    return None if finite and not excess.any() else excess
-
-
-def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: float | None,
-                  window_s: float) -> Any:
-    """How much longer a tensor-core kernel runs because the power limiter holds the board at its TDP.
-
-    At its unthrottled pace the kernel draws x = energy_per_flop · (flops / time) / TDP of the allowed power; with
-    x > 1 the clock, and with it the FLOP rate, drops by x (dynamic power in proportion to the rate). The limiter
-    acts over a window: a kernel of duration t (repeated back to back, as a benchmark or a serving loop runs it)
-    takes the fraction w = t⁴ / (t⁴ + window⁴) of the slow-down: time × (1 + (x − 1)⁺ · w). 1 without an energy
-    figure or a TDP."""
-    if not energy_per_flop or not tdp_w:
-        return 1.0 + 0.0 * np.asarray(time, dtype=float)
-    excess = power_excess(flops, time, energy_per_flop, tdp_w)
-    if excess is None:
-        return np.ones(np.broadcast_shapes(np.shape(flops), np.shape(time)))
-    return stretch_of(excess, time, window_s)
-
-
-def stretch_of(excess: Any, time: Any, window_s: float) -> Any:
-    """1 + (x − 1)⁺ · w of :func:`power_stretch`, from its :func:`power_excess`."""
-    time = np.maximum(np.asarray(time, dtype=float), 1e-30)
-    t4 = time ** 4
-    w = t4 / (t4 + window_s ** 4)
-    return 1.0 + excess * w
 
 
 # Row kernels: the serving stack's norm, activation, rotary and fp8 input-quantisation kernels launch one thread

@@ -20,8 +20,8 @@ from perfmodel.engines.stack import OpStack, stack_ops
 
 # Ops whose fields hold at most this many values are compared value by value to merge equal ones.
 DEDUP_MAX_ELEMENTS = 4096
-# Values per stack (ops × grid points): arrays of this many float64 (512 KiB) stay in a core's L2 cache, where
-# NumPy runs several times faster than on arrays that spill to memory.
+# Values per stack (ops × grid points): arrays of this many float64 (512 KiB) stay in a core's L2 cache and in
+# memory the allocator reuses; on arrays a few times larger NumPy ran 2-3x slower per value (2-core machine).
 SLAB_ELEMENTS = 65_536
 
 
@@ -29,11 +29,6 @@ def _fields(op) -> list[Any]:
     """Every value of an op the engine reads (the count is not one: it only multiplies the time)."""
     return [op.flops, op.vector_flops, op.read_bytes, op.write_bytes, op.l2_bytes, op.reuse_bytes,
             *(v for _, v in sorted(op.shape.items()))]
-
-
-def op_shape(op) -> tuple[int, ...]:
-    """Broadcast shape of every value the engine reads from ``op``."""
-    return _shape(_fields(op))
 
 
 def _shape(values: list[Any]) -> tuple[int, ...]:

@@ -1,11 +1,13 @@
 """Evaluating one sweep chunk: a table with one row per point, the same numbers ``perfmodel.api.predict`` gives.
 
-Analytic engine: the chunk's numeric wheels become broadcastable arrays (wheel i varies along axis i), one
-``build`` turns them into ops whose fields carry only the axes they depend on (a decode GEMM's bytes vary with
-the batch only; attention over the cache varies with batch, prompt and answer length), and the ops are timed in
-blocks of equal shape, so that a quantity independent of a wheel is never computed once per value of that
-wheel. The blocks are totalled per point by :func:`perfmodel.aggregate.aggregate`, the function
-``predict`` uses. Event engine: ``predict(..., engine="event")`` point by point.
+Analytic engine: the chunk's numeric wheels become broadcastable arrays (wheel i varies along axis i), and one
+build (:mod:`perfmodel.sweep.workload`, the repeated passes of a phase stacked along one more axis) turns them
+into ops whose fields carry only the axes they depend on (a decode GEMM's bytes vary with the batch only;
+attention over the cache varies with span, batch, prompt and answer length). The ops are timed in stacks of equal
+shape (:mod:`perfmodel.sweep.blocks`), so that a quantity independent of a wheel is never computed once per value
+of that wheel, and each stack is totalled per point as soon as it is timed by :class:`perfmodel.aggregate.Totals`,
+the till ``predict`` uses. What chunks of one sweep share (a workload on several hardware variants, a stack equal
+to one already timed) is kept in a :class:`Memo`. Event engine: ``predict(..., engine="event")`` point by point.
 """
 from __future__ import annotations
 

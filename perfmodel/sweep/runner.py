@@ -7,7 +7,8 @@ and prints only the missing ones.
 
 The analytic engine evaluates a chunk as arrays in this process (see :mod:`perfmodel.sweep.evaluation`); the event
 engine, and analytic grids above ``DASK_THRESHOLD`` points, run their chunks as Dask tasks on a local cluster or
-on the scheduler given. Every row equals what :func:`perfmodel.api.predict` returns for that point.
+on the scheduler given. Every row equals what :func:`perfmodel.api.predict` returns for that point. In memory
+(:func:`evaluate`) the chunks' rows are bound into the table once, at the end (:mod:`perfmodel.sweep.table`).
 """
 from __future__ import annotations
 

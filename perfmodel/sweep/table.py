@@ -49,10 +49,6 @@ def _strings(codes: np.ndarray, labels: Sequence[str]) -> pd.api.extensions.Exte
     return pd.array(np.array(list(labels), dtype=object)[codes], dtype=dtype)
 
 
-def _is_text(value: Any) -> bool:
-    return isinstance(value, (str, Labels))
-
-
 def _text_column(parts: Sequence[ChunkRows], name: str, order: np.ndarray | None) -> Any:
     labels: dict[str, int] = {}
     codes = []
