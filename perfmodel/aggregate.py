@@ -113,6 +113,20 @@ def _products_positive(time: Any, count: np.ndarray, runs: np.ndarray) -> bool:
     return bool(least * smallest_count > 1e-300) if np.isfinite(smallest_count) else True
 
 
+def _totals(per_op: Any, count: np.ndarray, gen: np.ndarray, every: bool, axes: Any, known: dict | None,
+            name: str) -> tuple[Any, Any]:
+    """(Σ value·count over all ops, over the generation ops) of one block, taken from ``known`` when it holds
+    them for this very array (and kept there)."""
+    if known is not None and name in known and known[name][0] is per_op:
+        return known[name][1]
+    values = np.asarray(per_op, dtype=float) * count
+    total = values.sum(axis=axes)
+    out = (total, total if every else values[gen].sum(axis=axes) if gen.any() else None)
+    if known is not None:
+        known[name] = (per_op, out)
+    return out
+
+
 class Totals:
     """The till: per-point running totals of op blocks over a grid of shape ``shape`` (:func:`aggregate`), added
     block by block so that each block is totalled while its arrays are still in the processor's caches."""
@@ -126,28 +140,29 @@ class Totals:
         self.cat_time = np.zeros((len(self.categories), *self.shape))
         self.cat_present = np.zeros((len(self.categories), *self.shape), dtype=bool)
 
-    def add(self, blk: OpBlock) -> None:
+    def add(self, blk: OpBlock, known: dict | None = None) -> None:
         """Add one block's ops. Arrays with more axes than ``(n_ops, *shape)`` (a stacked workload's span axis,
-        see :mod:`perfmodel.sweep.workload`) are summed over those leading axes as over the ops."""
+        see :mod:`perfmodel.sweep.workload`) are summed over those leading axes as over the ops. ``known``: a
+        dict kept with the block, in which its FLOP and byte totals are kept by the arrays they come from (a block
+        totalled again, on another hardware variant, with the same FLOPs and bytes, reuses them)."""
         gen = np.asarray(blk.generation, dtype=bool)
         every = bool(gen.all())
         count = np.asarray(blk.count, dtype=float)
         total = np.asarray(blk.time, dtype=float) * count
-        work = np.asarray(blk.flops, dtype=float) * count
-        moved = np.asarray(blk.main_bytes, dtype=float) * count
         lead = max(1, total.ndim - len(self.shape))
         axes: Any = 0 if lead == 1 else tuple(range(lead))
         if not every:
             self.prefill += total[~gen].sum(axis=axes)
-        work_sum, moved_sum = work.sum(axis=axes), moved.sum(axis=axes)
+        work_sum, gen_work = _totals(blk.flops, count, gen, every, axes, known, "flops")
+        moved_sum, gen_moved = _totals(blk.main_bytes, count, gen, every, axes, known, "main_bytes")
         self.flops += work_sum
         self.main += moved_sum
         if not gen.any():
             return
         g_total = total if every else total[gen]
         self.decode += g_total.sum(axis=axes)
-        self.gen_flops += work_sum if every else work[gen].sum(axis=axes)
-        self.gen_bytes += moved_sum if every else moved[gen].sum(axis=axes)
+        self.gen_flops += gen_work
+        self.gen_bytes += gen_moved
         g_count = count if every else count[gen]
         g_runs = g_count > 0
         positive = g_total.ndim > 1 and _products_positive(blk.time if every else np.asarray(blk.time)[gen],

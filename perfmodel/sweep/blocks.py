@@ -10,7 +10,7 @@ the function ``predict`` uses, and equal ops get equal times.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -63,6 +63,19 @@ class Block:
     stack: OpStack
     generation: np.ndarray
     count: np.ndarray
+    # The block's FLOP and byte totals (perfmodel.aggregate.Totals.add) and padded views, kept by the arrays they
+    # come from: another hardware variant reading the same arrays reuses them.
+    totals: dict = field(default_factory=dict, compare=False, repr=False)
+    _views: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def padded(self, a: np.ndarray, ndim: int) -> np.ndarray:
+        """``a`` (n, *S) with S padded on the left to ``ndim`` axes; the same view for the same array."""
+        hit = self._views.get((id(a), ndim))
+        if hit is None or hit[0] is not a:
+            missing = ndim - (a.ndim - 1)
+            view = a.reshape(a.shape[:1] + (1,) * missing + a.shape[1:]) if missing > 0 else a
+            hit = self._views[id(a), ndim] = (a, view)
+        return hit[1]
 
 
 def _kind(op) -> str:

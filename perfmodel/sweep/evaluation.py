@@ -119,8 +119,8 @@ def chunk_rows(chunk: Chunk, memo: Memo | None = None) -> ChunkRows:
         ndim = max(len(blk.stack.grid), blk.count.ndim - 1)
         totals.add(OpBlock(
             generation=blk.generation, count=_left_pad(blk.count, ndim), time=_left_pad(times.time, ndim),
-            flops=_left_pad(blk.stack.flops, ndim), main_bytes=_left_pad(times.main_bytes, ndim),
-            bound=_left_pad(times.bound_code, ndim), bound_names=times.bound_names))
+            flops=blk.padded(blk.stack.flops, ndim), main_bytes=blk.padded(times.main_bytes, ndim),
+            bound=_left_pad(times.bound_code, ndim), bound_names=times.bound_names), blk.totals)
     wl, params = prep.workload, prep.params
     agg = totals.result(steps=prep.steps, batch=params.batch, gen_len=params.gen_len,
                         weights_bytes=wl.weights_bytes, cache_bytes=wl.cache_bytes,
