@@ -8,6 +8,7 @@ point and a single prediction agree by construction.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -81,17 +82,27 @@ def first_largest(terms: Sequence[np.ndarray]) -> np.ndarray:
     return code
 
 
+@functools.lru_cache(maxsize=256)
+def _codes_of(bound_names: tuple[str, ...], categories: tuple[str, ...]) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """(index in ``categories``, codes in ``bound_names`` naming it) of every category some code names."""
+    out = []
+    for i, name in enumerate(categories):
+        codes = tuple(c for c, label in enumerate(bound_names) if str(label) == name)
+        if codes:
+            out.append((i, codes))
+    return tuple(out)
+
+
 def _bound_masks(blk: OpBlock, categories: Sequence[str]) -> list[tuple[int, np.ndarray]]:
     """(index in ``categories``, mask of the ops it bounds) of every category bounding some op of a block."""
     out = []
     if blk.bound_names is not None:
         codes = np.asarray(blk.bound)
-        for i, name in enumerate(categories):
-            mask = None
-            for c, label in enumerate(blk.bound_names):
-                if str(label) == name:
-                    mask = codes == c if mask is None else mask | (codes == c)
-            if mask is not None and mask.any():
+        for i, named in _codes_of(tuple(blk.bound_names), tuple(categories)):
+            mask = codes == named[0]
+            for c in named[1:]:
+                mask |= codes == c
+            if mask.any():
                 out.append((i, mask))
         return out
     names = np.asarray(blk.bound, dtype=object)
@@ -168,7 +179,7 @@ class Totals:
         positive = g_total.ndim > 1 and _products_positive(blk.time if every else np.asarray(blk.time)[gen],
                                                            g_count, g_runs)
         for i, mask in _bound_masks(blk, self.categories):
-            g_mask = np.broadcast_to(mask if every else mask[gen], g_total.shape)
+            g_mask = mask if every else mask[gen]
             if g_total.ndim == 1:  # one op per row (a prediction): the plain sum, whose order NumPy picks
                 self.cat_time[i] += np.where(g_mask, g_total, 0.0).sum(axis=0)
                 self.cat_present[i] |= (g_mask & g_runs).any(axis=0)
@@ -179,7 +190,8 @@ class Totals:
             if positive:  # every op that runs adds a positive time: the category is present where its sum is
                 self.cat_present[i] |= part > 0
             else:
-                self.cat_present[i] |= np.logical_or.reduce(g_mask, axis=axes, where=g_runs, initial=False)
+                self.cat_present[i] |= np.logical_or.reduce(np.broadcast_to(g_mask, g_total.shape), axis=axes,
+                                                            where=g_runs, initial=False)
 
     def result(self, *, steps: Any, batch: Any, gen_len: Any, weights_bytes: Any, cache_bytes: Any,
                activation_bytes: Any, capacity_bytes: float) -> Aggregates:

@@ -323,17 +323,18 @@ class _Resolver:
             base = self.base(kind, entry)
             base_dict = base.model_dump(mode="json") if kind == "scenario" else base.to_dict()
             overrides = {}
+            alone = base
             for key, i in zip(keys, indices):
                 path = key[len(prefix):]
                 raw = self.grid.parameters[key][i]
                 value = resolve_value(raw, get_path(base_dict, path), self.source, key, f"{kind} {entry}")
                 try:  # each value alone first, so that an error names the one bad field
-                    loader(base, {path: value})
+                    alone = loader(base, {path: value})
                 except (SpecError, ValueError) as exc:
                     raise _wrap(exc, self.source, f"parameters.{key}", raw) from None
                 overrides[path] = value
-            try:
-                spec = loader(base, overrides) if overrides else base
+            try:  # (one value: the spec just checked with it alone)
+                spec = alone if len(overrides) <= 1 else loader(base, overrides)
             except (SpecError, ValueError) as exc:
                 shown = {f"{prefix}{k}": v for k, v in overrides.items()}
                 raise _wrap(exc, self.source, "parameters", shown) from None
