@@ -44,13 +44,23 @@ class Level:
 
 def cache_levels(hw: Hardware) -> list[Level]:
     """Levels that hold data between kernels, nearest first; on a GPU the per-SM scratchpad is not one."""
+    known = _LEVELS.get(id(hw))
+    if known is not None and known[0] is hw:  # a spec is frozen: its levels never change
+        return list(known[1])
     out = []
     for name, lvl in hw.memory.items():
         if hw.kind == "gpu" and lvl.per_unit:
             continue
         out.append(Level(name, hw.shared_capacity_bytes(name),
                          lvl.bandwidth_bytes_per_s * hw.efficiency.memory_fraction(name), lvl.latency_s or 0.0))
+    if len(_LEVELS) >= 64:
+        _LEVELS.clear()
+    _LEVELS[id(hw)] = (hw, tuple(out))
     return out
+
+
+# The levels of the hardware specs timed last, by identity (each entry keeps its spec, so that its id stays its own).
+_LEVELS: dict[int, tuple[Hardware, tuple[Level, ...]]] = {}
 
 
 def serving_level(reuse: Any, levels: Sequence[Level]) -> Any:
@@ -154,6 +164,8 @@ def _attention(stack: OpStack, hw: Hardware, levels: Sequence[Level], t: _Terms)
     bandwidth (a sweep's what-if) reuses them."""
     from perfmodel.engines import tiling
 
+    if not stack.attention:
+        return
     eff = hw.efficiency
     l2, main = levels[0], levels[-1]
     tile_s, prefill_tile_s = attention_tile_s(hw), eff.prefill_attention_tile_s
@@ -202,8 +214,11 @@ def _row_kernels(stack: OpStack, hw: Hardware, t: _Terms) -> None:
     if not block_s or g is None:
         return
     sm = tiling.sm_version(hw.compute.architecture, hw.compute.sm_version)
-    chain = tiling.row_kernel_time(g.columns["tokens"], g.columns["threads"], sms=hw.compute.units, sm=sm,
-                                   block_s=block_s)
+    key = ("row kernels", hw.compute.units, sm, block_s)  # every number of the device the chain reads
+    if key not in stack.memo:
+        stack.memo[key] = tiling.row_kernel_time(g.columns["tokens"], g.columns["threads"], sms=hw.compute.units,
+                                                 sm=sm, block_s=block_s)
+    chain = stack.memo[key]
     r = _each(stack, g.rows)
     t.put("compute", r, np.maximum(t.rows("compute", r), chain))
 
@@ -406,10 +421,14 @@ def time_stack(stack: OpStack, hw: Hardware) -> StackTimes:
     if not planned or len(stack.gemms) + len(stack.attention) == 0 or \
             sum(len(g.rows) for g in (*stack.gemms, *stack.attention)) < stack.size:
         # every op's generic compute term (the kernel plans below replace it for GEMMs and attention)
-        peak = np.array([hw.compute.peak_flops(op.dtype, op.unit) * (eff.tensor if op.unit == "tensor"
-                                                                      else eff.vector) for op in stack.ops])
-        vpeak = np.array([hw.compute.peak_flops(op.dtype, "vector") * eff.vector for op in stack.ops])
-        compute = stack.flops / peak.reshape(lead) + stack.vector_flops / vpeak.reshape(lead)
+        rates = {}
+        for op in stack.ops:
+            if (op.dtype, op.unit) not in rates:
+                rates[op.dtype, op.unit] = (hw.compute.peak_flops(op.dtype, op.unit) * (
+                    eff.tensor if op.unit == "tensor" else eff.vector), hw.compute.peak_flops(op.dtype, "vector")
+                    * eff.vector)
+        peak = np.array([rates[op.dtype, op.unit] for op in stack.ops]).reshape((stack.size, 2) + lead[1:])
+        compute = stack.flops / peak[:, 0] + stack.vector_flops / peak[:, 1]
     serve = serving_level(stack.reuse_bytes, levels)
     arrays: dict[str, Any] = {"compute": compute}
     for i, lvl in enumerate(levels):
