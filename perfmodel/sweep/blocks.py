@@ -189,10 +189,12 @@ def _ends(a: np.ndarray) -> tuple[Any, ...]:
 
 class Timings:
     """Times of the stacks a sweep has timed, per hardware spec: a stack equal to one timed before on the same
-    GPU (:func:`_same_stack`) takes its times instead of being timed again."""
+    GPU (:func:`_same_stack`) takes its times instead of being timed again. The most recent
+    :data:`TIMED_STACKS` stacks are kept."""
 
     def __init__(self) -> None:
         self._done: dict[tuple[int, Any], list[tuple[Any, OpStack, StackTimes]]] = {}
+        self._order: list[tuple[int, Any]] = []
 
     def time(self, stack: OpStack, hw) -> StackTimes:
         if hw.kind != "gpu":
@@ -205,4 +207,13 @@ class Timings:
                 return times
         times = time_stack(stack, hw)
         candidates.append((hw, stack, times))
+        self._order.append(key)
+        if len(self._order) > TIMED_STACKS:  # forget the oldest
+            oldest = self._order.pop(0)
+            self._done[oldest].pop(0)
+            if not self._done[oldest]:
+                del self._done[oldest]
         return times
+
+
+TIMED_STACKS = 256

@@ -55,7 +55,9 @@ def workload_params(base, scenario, arrays: Mapping[str, np.ndarray]):
 
 class Memo:
     """What chunks of one sweep share: workloads built once per (model, scenario, chunk values), whatever the
-    hardware, and stacks of ops timed once per hardware spec (:class:`perfmodel.sweep.blocks.Timings`)."""
+    hardware, and stacks of ops timed once per hardware spec (:class:`perfmodel.sweep.blocks.Timings`). Only the
+    most recent :data:`MEMO_WORKLOADS` workloads are kept (a grid's hardware variants of one model and scenario
+    come one after the other), so that a long sweep does not hold every chunk's arrays."""
 
     def __init__(self) -> None:
         self.timings = Timings()
@@ -64,11 +66,16 @@ class Memo:
     def prepared(self, chunk: Chunk) -> "Prepared":
         g = chunk.group
         key = (id(g.model), id(g.scenario), tuple((k, tuple(v)) for k, v in chunk.axis_values()))
-        hit = self._prepared.get(key)
+        hit = self._prepared.pop(key, None)
         if hit is None or hit[0][0] is not g.model or hit[0][1] is not g.scenario:
             hit = ((g.model, g.scenario), prepare(chunk))
-            self._prepared[key] = hit
+        self._prepared[key] = hit  # now the most recent
+        while len(self._prepared) > MEMO_WORKLOADS:
+            del self._prepared[next(iter(self._prepared))]
         return hit[1]
+
+
+MEMO_WORKLOADS = 8
 
 
 @dataclass(frozen=True)
