@@ -54,11 +54,11 @@ def num_splits_heuristic(tiles: Any, n_blocks: Any, slots: float, min_blocks: fl
 # The heuristic's answer for every (tiles, key blocks) pair searched so far, per (slots, min_blocks): a sweep meets
 # the same pairs in every chunk and on every hardware variant of equal SM count.
 _SPLITS_FOUND: dict[tuple[float, float], dict[tuple[float, float], float]] = {}
-_SPLITS_FOUND_MAX = 1_000_000
+_SPLITS_FOUND_MAX = 100_000
 
 
 _SPLIT_TABLES: dict[Any, np.ndarray] = {}
-_SPLIT_TABLES_MAX = 4096
+_SPLIT_TABLES_MAX = 512
 
 
 def _searched_splits(tiles: np.ndarray, n_blocks: np.ndarray, slots: float, min_blocks: float) -> np.ndarray:
