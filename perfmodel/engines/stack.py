@@ -24,11 +24,21 @@ from perfmodel.ops import Op
 ATTENTION_FIELDS = ("batch", "q_len", "kv_len", "heads", "kv_heads", "head_dim", "pairs")
 
 
+def broadcast_shape(shapes: Any) -> tuple[int, ...]:
+    """``np.broadcast_shapes`` of ``shapes``, without its cost where they are all equal (or equal but for
+    scalars)."""
+    distinct = set(shapes)
+    distinct.discard(())
+    if len(distinct) <= 1:
+        return distinct.pop() if distinct else ()
+    return np.broadcast_shapes(*distinct)
+
+
 def column(values: Sequence[Any], ndim: int) -> np.ndarray:
     """``values`` (numbers or arrays, one per op) stacked into a float array of shape ``(len(values), *S)``: ``S``
     is the broadcast shape of the values, left-padded with ones to ``ndim`` axes."""
     arrays = [np.asarray(v, dtype=float) for v in values]
-    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    shape = broadcast_shape(a.shape for a in arrays)
     shape = (1,) * (ndim - len(shape)) + shape
     if not any(a.ndim for a in arrays):
         return np.array([a.item() for a in arrays], dtype=float).reshape((len(arrays),) + shape)
@@ -88,7 +98,7 @@ def stack_ops(op_list: Sequence[Op]) -> OpStack:
     fields = {"flops": [op.flops for op in ops], "vector_flops": [op.vector_flops for op in ops],
               "read_bytes": [op.read_bytes for op in ops], "write_bytes": [op.write_bytes for op in ops],
               "l2_bytes": [op.l2_bytes for op in ops], "reuse_bytes": [op.reuse_bytes for op in ops]}
-    grid = np.broadcast_shapes(*(np.shape(v) for vs in fields.values() for v in vs))
+    grid = broadcast_shape(np.shape(v) for vs in fields.values() for v in vs)
     ndim = len(grid)
     cols = {name: column(vs, ndim) for name, vs in fields.items()}
     cols["bytes"] = cols["read_bytes"] + cols.pop("write_bytes")  # each op's read + write, as Op.bytes adds them

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from perfmodel.engines.analytic import StackTimes, time_stack
-from perfmodel.engines.stack import OpStack, stack_ops
+from perfmodel.engines.stack import OpStack, broadcast_shape, stack_ops
 
 # Ops whose fields hold at most this many values are compared value by value to merge equal ones.
 DEDUP_MAX_ELEMENTS = 4096
@@ -32,10 +32,7 @@ def _fields(op) -> list[Any]:
 
 
 def _shape(values: list[Any]) -> tuple[int, ...]:
-    shapes = {v.shape for v in values if isinstance(v, np.ndarray)}
-    if len(shapes) == 1:
-        return shapes.pop()
-    return np.broadcast_shapes(*shapes)
+    return broadcast_shape(v.shape for v in values if isinstance(v, np.ndarray))
 
 
 def _shape_and_signature(op) -> tuple[tuple[int, ...], Any]:
