@@ -12,6 +12,7 @@ unread). Prefixes are decimal (1 TB = 1e12 B, 1 GHz = 1e9 Hz); binary prefixes o
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -82,6 +83,7 @@ UNITS: dict[str, tuple[str, float]] = _unit_table()
 _QUANTITY = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?) *(\S*)")
 
 
+@functools.lru_cache(maxsize=4096)
 def unit_for_field(field: str) -> str | None:
     """The dimension a field's name promises ('data size', 'data rate', ...), or None when it carries no unit."""
     for suffix, dimension in SUFFIX_DIMENSIONS.items():

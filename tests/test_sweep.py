@@ -217,3 +217,47 @@ def test_example_grids_load():
         grid = load_grid(path)
         assert grid.size >= 1
         next(chunks(grid, 1000))
+
+
+def _relative_gap(got: np.ndarray, want: np.ndarray) -> float:
+    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
+    same = (got == want) | (np.isnan(got) & np.isnan(want))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.abs(got - want) / np.maximum(np.abs(want), np.finfo(float).tiny)
+    return float(np.max(np.where(same, 0.0, gap), initial=0.0))
+
+
+@pytest.mark.parametrize("hardware, model, scenarios, parameters", [
+    # FA3 (Hopper), FA2 (Ampere), TensorRT-LLM (Blackwell) and a CPU; dense, quantised and sparse caches
+    (["h100-sxm", "a100-sxm-80gb", "b200-sxm"], "llama-3.1-8b",
+     ["arm", "kv-int4", "block-dlm", "squeezed-attention"],
+     {HBM: ["x1", "x2"], "batch": [1, 96], "prompt_len": [3000], "gen_len": [1, 40, 700], "tensor_parallel": [1, 4]}),
+    (["cpu-generic", "mi300x"], "qwen3-8b", ["arm", "dlm", "fast-dllm-dual", "xquant"],
+     {"batch": [1, 24], "prompt_len": [200, 2048], "gen_len": [16, 333], "steps": [8]}),
+])
+def test_every_sweep_point_equals_predict_to_1e12(hardware, model, scenarios, parameters):
+    """Every row of a sweep against ``predict`` at that point: equal to 1e-12 of each value (the sweep totals
+    equal ops once with their counts added and stacks ops over the grid; the order of the additions differs)."""
+    grid = grid_from_dict({"hardware": hardware, "models": [model], "scenarios": scenarios, "parameters": parameters})
+    df = evaluate(grid)
+    assert list(df.point) == list(range(grid.size))
+    worst: dict[str, float] = {}
+    for _, row in df.iterrows():
+        pred = predict(row["hardware"], row["model"], row["scenario"], _overrides(row, grid.columns))
+        expected = summary_row(pred.summary)
+        for key in (*METRICS, *(c for c in df.columns if c.startswith(BOUND_PREFIX))):
+            want = expected.get(key, 0.0)
+            if isinstance(want, (str, bool, np.bool_)):
+                assert row[key] == want, (key, row[key], want, dict(row))
+            else:
+                worst[key] = max(worst.get(key, 0.0), _relative_gap(row[key], want))
+    assert max(worst.values()) <= 1e-12, {k: v for k, v in worst.items() if v > 1e-12}
+
+
+def test_in_memory_sweep_equals_the_sweep_written_in_parts(tmp_path):
+    grid = grid_from_dict({"hardware": ["h100-sxm", "a100-sxm-80gb"], "scenarios": ["arm", "kv-int8"],
+                           "parameters": {HBM: ["x1", "x2"], "batch": [1, 16, 64], "gen_len": [32, 64],
+                                          "tensor_parallel": [1, 2]}})
+    written = run_sweep(grid, tmp_path / "t.parquet", chunk_size=5, use_dask=False)
+    pd.testing.assert_frame_equal(evaluate(grid, chunk_size=7), written.table)
+    pd.testing.assert_frame_equal(evaluate(grid), pd.read_parquet(written.output))

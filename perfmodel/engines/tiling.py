@@ -32,10 +32,15 @@ copies, are extra kernels of the call.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+# FlashAttention's split-KV heuristic and the power limiter have modules of their own; both engines reach them here.
+from perfmodel.engines.splits import num_splits_heuristic  # noqa: F401
+from perfmodel.engines.throttle import power_excess, power_stretch, stretch_of  # noqa: F401
 
 # (tm, tn) tile shapes offered to the heuristic: CUTLASS/cuBLAS Hopper and Ampere defaults.
 GEMM_TILES = ((128, 256), (256, 128), (128, 128), (64, 256), (128, 64), (64, 128), (64, 64))
@@ -151,6 +156,21 @@ class GemmPlan:
         return f"{int(self.tm)}x{int(self.tn)} tiles, split-K {int(self.split)}"
 
 
+@functools.lru_cache(maxsize=256)
+def _gemm_candidates(shapes: tuple, splits: tuple, a_bytes: float, w_bytes: float, smem_bytes: float | None):
+    """(tm, tn, split, shape efficiency, occupancy) of every candidate kernel, as read-only arrays (None: no
+    candidate)."""
+    cands = [(tm, tn, s) for tm, tn in shapes for s in splits]
+    if not cands:
+        return None
+    out = (np.array([c[0] for c in cands], dtype=float), np.array([c[1] for c in cands], dtype=float),
+           np.array([c[2] for c in cands], dtype=float), np.array([shape_efficiency(c[0], c[1]) for c in cands]),
+           np.array([gemm_occupancy(c[0], c[1], a_bytes, w_bytes, smem_bytes) for c in cands], dtype=float))
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
 def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes: float, sms: int,
               peak: float, l2_bw: float, hbm_bw: Any, hbm_bytes: Any, latency: Any = 0.0,
               store_latency: float = 0.0, reduce_s: float = SPLIT_K_REDUCE_S,
@@ -171,17 +191,16 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     k = np.asarray(k, dtype=float)
     shape = np.broadcast_shapes(m.shape, n.shape, k.shape, np.shape(hbm_bytes), np.shape(latency),
                                 np.shape(hbm_bw))
-    cands = [(tm, tn, s) for tm, tn in shapes for s in splits]
-    if not cands:
+    try:
+        consts = _gemm_candidates(tuple(shapes), tuple(splits), a_bytes, w_bytes, smem_bytes)
+    except TypeError:  # operand widths given as arrays: not cached
+        consts = _gemm_candidates.__wrapped__(tuple(shapes), tuple(splits), a_bytes, w_bytes, smem_bytes)
+    if consts is None:
         raise ValueError(f"GEMM plan: no tile shape to choose from (shapes={shapes!r}, splits={splits!r})")
     # Every candidate at once, along a leading axis (the candidates' constants are columns of shape (C, 1, ...)).
+    n_cands = len(consts[0])
     col = (-1,) + (1,) * len(shape)
-    tm = np.array([c[0] for c in cands], dtype=float).reshape(col)
-    tn = np.array([c[1] for c in cands], dtype=float).reshape(col)
-    s = np.array([c[2] for c in cands], dtype=float).reshape(col)
-    eff = np.array([shape_efficiency(c[0], c[1]) for c in cands]).reshape(col)
-    occ = np.array([gemm_occupancy(c[0], c[1], a_bytes, w_bytes, smem_bytes) for c in cands],
-                   dtype=float).reshape(col)
+    tm, tn, s, eff, occ = (c.reshape(col) for c in consts)
     split = s > 1
     tiles = np.ceil(m / tm) * np.ceil(n / tn) * s
     ks = np.ceil(k / s)
@@ -195,12 +214,15 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     # split-K's reduction is a second kernel, after the first: it reads the partials and writes C
     red = np.where(split, reduce_s + (partials + m * n * o_bytes) / hbm_bw, 0.0)
     t = np.maximum(np.maximum(waves, l2b / l2_bw), hbm) + red
-    t = np.broadcast_to(t, (len(cands),) + shape)
-    pick = np.argmin(t, axis=0)[None]  # the first fastest, as a strict "<" scan over the candidates picks it
+    t = np.broadcast_to(t, (n_cands,) + shape)
+    pick = np.argmin(t, axis=0)  # the first fastest, as a strict "<" scan over the candidates picks it
 
     def chosen(v: Any) -> Any:
-        v = np.broadcast_to(np.asarray(v, dtype=float), (len(cands),) + shape)
-        return np.take_along_axis(v, pick, axis=0)[0]
+        v = np.asarray(v, dtype=float)
+        if v.size == n_cands:  # a constant of each candidate
+            return v.reshape(-1)[pick]
+        v = np.broadcast_to(v, (n_cands,) + shape)
+        return np.take_along_axis(v, pick[None], axis=0)[0]
 
     return GemmPlan(tm=chosen(tm), tn=chosen(tn), split=chosen(s), tiles=chosen(tiles), occupancy=chosen(occ),
                     tile_compute_s=chosen(tile_c), tile_floor_s=chosen(floor), tile_epilogue_s=chosen(epi),
@@ -325,7 +347,9 @@ class FlashKernel:
             return np.where(decode, np.minimum(np.maximum(n_blocks, 1.0), fill), 1.0)
         s = num_splits_heuristic(tiles, n_blocks, self.split_ctas_per_sm * sms, self.min_blocks_to_split)
         if self.name == "fa3":  # split a call whose queries fill one block per unit (decode, verify, diffusion step)
-            return np.where(np.asarray(blocks) <= 1, s, 1.0)
+            one = np.asarray(blocks) <= 1
+            return np.broadcast_to(s, np.broadcast_shapes(one.shape, np.shape(s))) if one.all() else \
+                np.where(one, s, 1.0)
         return np.where(np.asarray(decode) & np.asarray(packed), s, 1.0)  # FA2: only a regrouped decode call
 
     def extra_kernels(self, batch: Any, kv_heads: Any, splits: Any, decode: Any, packed: Any) -> Any:
@@ -340,41 +364,11 @@ class FlashKernel:
 
 FLASH_KERNELS = {"fa2": FlashKernel("fa2", 2, 0, False), "fa3": FlashKernel("fa3", 1, 4, True),
                  "trtllm": FlashKernel("trtllm", 1, 0, True)}
-MAX_SPLITS = 128
 PLAIN_MIN_KEYS_PER_SPLIT = 256
 
 
 def flash_kernel(name: str | None) -> FlashKernel:
     return FLASH_KERNELS[name or "fa2"]
-
-
-def _num_splits_unique(tiles: np.ndarray, n_blocks: np.ndarray, slots: float, min_blocks: float) -> np.ndarray:
-    s = np.arange(1, MAX_SPLITS + 1, dtype=float).reshape((-1,) + (1,) * tiles.ndim)
-    limit = np.minimum(min(MAX_SPLITS, slots), n_blocks)
-    prev = np.ceil(n_blocks / np.maximum(s - 1, 1))
-    eligible = ((s == 1) | (np.ceil(n_blocks / s) != prev)) & (s <= limit)
-    waves = tiles * s / slots
-    eff = np.where(eligible, waves / np.maximum(np.ceil(waves), 1), 0.0)
-    ok = eligible & (eff >= 0.85 * eff.max(axis=0))
-    first = np.argmax(ok, axis=0) + 1.0
-    return np.where((tiles >= 0.8 * slots) | (n_blocks <= min_blocks), 1.0, first)
-
-
-def num_splits_heuristic(tiles: Any, n_blocks: Any, slots: float, min_blocks: float = 0) -> Any:
-    """FlashAttention's ``num_splits_heuristic``: no split when the tiles fill 80% of the slots (or the cache has
-    at most ``min_blocks`` key blocks); else the fewest splits whose wave efficiency (waves / ⌈waves⌉) is
-    within 85% of the best over the eligible splits (those that change the blocks per split), at most
-    min(128, slots, key blocks). Evaluated once per distinct (tiles, key blocks) pair of a sweep grid."""
-    tiles = np.asarray(tiles, dtype=float)
-    n_blocks = np.maximum(np.asarray(n_blocks, dtype=float), 1.0)
-    if tiles.ndim == 0 and n_blocks.ndim == 0:
-        return _num_splits_unique(tiles, n_blocks, slots, min_blocks)
-    # A table over the distinct values of each argument (each on its own axes of a sweep grid), then looked up
-    # at every point: the tiles vary with the batch, the key blocks with the context.
-    ut, ti = np.unique(tiles, return_inverse=True)
-    un, ni = np.unique(n_blocks, return_inverse=True)
-    table = _num_splits_unique(ut[:, None], un[None, :], slots, min_blocks)
-    return table[ti.reshape(tiles.shape), ni.reshape(n_blocks.shape)]
 
 
 def softmax_overlap(matmul_s: Any, exp_s: Any, kernel: FlashKernel | None) -> Any:
@@ -408,9 +402,16 @@ class AttentionPlan:
     extra: Any
     decode: Any
 
-    @property
+    @functools.cached_property
     def ctas(self) -> Any:
         return self.tiles * self.splits
+
+    def waves(self, sms: int) -> Any:
+        """⌈max(ctas, 1) / (SMs·occupancy)⌉: the waves the call's CTAs run in (computed once per SM count)."""
+        done = self.__dict__.setdefault("_waves", {})
+        if sms not in done:
+            done[sms] = np.ceil(np.maximum(self.ctas, 1.0) / (sms * np.asarray(self.occupancy, dtype=float)))
+        return done[sms]
 
 
 def attention_plan(batch: Any, q_len: Any, kv_len: Any, heads: Any, kv_heads: Any, head_dim: Any, *, sms: int,
@@ -459,15 +460,17 @@ def decode_grid(batch: Any, heads: Any, kv_heads: Any, kv_len: Any, head_dim: An
     return plan.tiles, plan.splits, plan.extra
 
 
-def stream_floor(read_bytes: Any, ctas: Any, occupancy: Any, sms: int, cta_bw: float) -> Any:
+def stream_floor(read_bytes: Any, ctas: Any, occupancy: Any, sms: int, cta_bw: float, waves: Any = None) -> Any:
     """Least time to stream an attention call's cache when each CTA sustains at most ``cta_bw`` (Little's
     law: the bytes it keeps in flight over the memory latency): the CTAs run in ⌈ctas / (SMs·occupancy)⌉ waves,
     each streaming its share read_bytes / ctas. With few sequences the grid holds few CTAs, and the cache
-    streams at CTAs·cta_bw, below the memory's bandwidth. 0 when ``cta_bw`` is 0 (no such limit)."""
+    streams at CTAs·cta_bw, below the memory's bandwidth. 0 when ``cta_bw`` is 0 (no such limit). ``waves``:
+    those waves when already known (:meth:`AttentionPlan.waves`)."""
     if not cta_bw:
         return 0.0 * np.asarray(read_bytes, dtype=float)
     ctas = np.maximum(np.asarray(ctas, dtype=float), 1.0)
-    waves = np.ceil(ctas / (sms * np.asarray(occupancy, dtype=float)))
+    if waves is None:
+        waves = np.ceil(ctas / (sms * np.asarray(occupancy, dtype=float)))
     return waves * np.asarray(read_bytes, dtype=float) / (ctas * cta_bw)
 
 
@@ -488,29 +491,19 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
     dependent memory round trips), so a grid of many small CTAs takes ⌈CTAs / slots⌉ · tile_s at least.
     """
     ctas = np.maximum(plan.ctas, 1.0)
-    serial = tile_s if prefill_tile_s is None else prefill_tile_s
-    per_cta = work * sms / ctas
-    prefill, _ = waves_time(ctas, sms, 1.0, per_cta, 0.0, serial)
-    chain = np.ceil(ctas / (sms * plan.occupancy)) * tile_s
+    is_decode = np.asarray(plan.decode)
+    shape = np.broadcast_shapes(is_decode.shape, ctas.shape, np.shape(work))
+    if not is_decode.all():
+        serial = tile_s if prefill_tile_s is None else prefill_tile_s
+        per_cta = work * sms / ctas
+        prefill, _ = waves_time(ctas, sms, 1.0, per_cta, 0.0, serial)
+        if not is_decode.any():
+            return np.broadcast_to(prefill, shape)
+    chain = plan.waves(sms) * tile_s
     decode = np.maximum(work, chain)
-    return np.where(plan.decode, decode, prefill)
-
-
-def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: float | None,
-                  window_s: float) -> Any:
-    """How much longer a tensor-core kernel runs because the power limiter holds the board at its TDP.
-
-    At its unthrottled pace the kernel draws x = energy_per_flop · (flops / time) / TDP of the allowed power; with
-    x > 1 the clock, and with it the FLOP rate, drops by x (dynamic power in proportion to the rate). The limiter
-    acts over a window: a kernel of duration t (repeated back to back, as a benchmark or a serving loop runs it)
-    takes the fraction w = t⁴ / (t⁴ + window⁴) of the slow-down: time × (1 + (x − 1)⁺ · w). 1 without an energy
-    figure or a TDP."""
-    if not energy_per_flop or not tdp_w:
-        return 1.0 + 0.0 * np.asarray(time, dtype=float)
-    time = np.maximum(np.asarray(time, dtype=float), 1e-30)
-    x = energy_per_flop * np.asarray(flops, dtype=float) / (time * tdp_w)
-    w = time ** 4 / (time ** 4 + window_s ** 4)
-    return 1.0 + np.maximum(x - 1.0, 0.0) * w
+    if is_decode.all():
+        return np.broadcast_to(decode, shape)
+    return np.where(is_decode, decode, prefill)
 
 
 # Row kernels: the serving stack's norm, activation, rotary and fp8 input-quantisation kernels launch one thread

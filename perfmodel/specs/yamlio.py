@@ -16,6 +16,7 @@ The limits are far above anything a spec needs (the largest catalog file is a fe
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -117,6 +118,22 @@ def safe_load(text: str) -> Any:
         loader.dispose()
 
 
+# Documents parsed so far, by their text: a sweep, a report or a validation reads the same few spec files many
+# times. Callers get a copy of the cached data, so that none sees another's changes.
+_PARSED: dict[str, Any] = {}
+_PARSED_MAX = 256
+
+
+def _parsed(text: str) -> Any:
+    """:func:`safe_load` of ``text``, parsed once per distinct text (errors are raised again each time)."""
+    if text not in _PARSED:
+        data = safe_load(text)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = data
+    return _PARSED[text]
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
     """The data of a YAML file, or a :class:`SpecError` naming the file and what is wrong with it."""
     path = Path(path)
@@ -138,7 +155,7 @@ def read_yaml(path: str | os.PathLike) -> Any:
         bad = exc.object[exc.start:exc.start + 1]
         raise SpecError(str(path), "<file>", Summary(f"byte {bad!r} at offset {exc.start}"), "UTF-8 text") from None
     try:
-        return safe_load(text)
+        return copy.deepcopy(_parsed(text))
     except InputLimitError as exc:
         raise SpecError(str(path), "<yaml>", Summary("a document over the input limits"),
                         f"a YAML file within them: {exc}") from None

@@ -1,25 +1,30 @@
 """Evaluating one sweep chunk: a table with one row per point, the same numbers ``perfmodel.api.predict`` gives.
 
-Analytic engine: the chunk's numeric wheels become broadcastable arrays (wheel i varies along axis i), one
-``build`` turns them into ops whose fields carry only the axes they depend on (a decode GEMM's bytes vary with
-the batch only; attention over the cache varies with batch, prompt and answer length), and the ops are timed in
-blocks of equal shape, so that a quantity independent of a wheel is never computed once per value of that
-wheel. The blocks are totalled per point by :func:`perfmodel.aggregate.aggregate`, the function
-``predict`` uses. Event engine: ``predict(..., engine="event")`` point by point.
+Analytic engine: the chunk's numeric wheels become broadcastable arrays (wheel i varies along axis i), and one
+build (:mod:`perfmodel.sweep.workload`, the repeated passes of a phase stacked along one more axis) turns them
+into ops whose fields carry only the axes they depend on (a decode GEMM's bytes vary with the batch only;
+attention over the cache varies with span, batch, prompt and answer length). The ops are timed in stacks of equal
+shape (:mod:`perfmodel.sweep.blocks`), so that a quantity independent of a wheel is never computed once per value
+of that wheel, and each stack is totalled per point as soon as it is timed by :class:`perfmodel.aggregate.Totals`,
+the till ``predict`` uses. What chunks of one sweep share (a workload on several hardware variants, a stack equal
+to one already timed) is kept in a :class:`Memo`. Event engine: ``predict(..., engine="event")`` point by point.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from perfmodel.aggregate import METRICS, Aggregates, OpBlock, aggregate
+from perfmodel.aggregate import METRICS, Aggregates, OpBlock, Totals
 from perfmodel.api import predict
-from perfmodel.engines.analytic import COMPUTE, OVERHEAD, time_ops
+from perfmodel.engines.analytic import COMPUTE, OVERHEAD, cache_levels
+from perfmodel.sweep.blocks import Block, Timings, blocks
 from perfmodel.sweep.grid import Chunk, column_of
-from perfmodel.workload import build, from_specs
+from perfmodel.sweep.table import BOUND_PREFIX, CONTEXT, ChunkRows, Labels, bind
+from perfmodel.sweep.workload import build_stacked
+from perfmodel.workload import from_specs
 
 # Numeric scenario fields and the workload parameter each one sets (see perfmodel.workload.params.from_specs).
 PARAM_OF = {
@@ -29,8 +34,6 @@ PARAM_OF = {
     "kv_cache.residual_window": "residual_window", "attention.token_budget": "token_budget",
     "attention.centroid_ratio": "centroid_ratio", "tensor_parallel": "tp",
 }
-CONTEXT = ("batch", "prompt_len", "gen_len")
-BOUND_PREFIX = "bound_fraction_"
 
 
 def workload_params(base, scenario, arrays: Mapping[str, np.ndarray]):
@@ -50,141 +53,112 @@ def workload_params(base, scenario, arrays: Mapping[str, np.ndarray]):
     return base.replace(**changes)
 
 
-def _fields(op) -> list[Any]:
-    """Every value of an op the engine reads (the count is not one: it only multiplies the time)."""
-    return [op.flops, op.vector_flops, op.read_bytes, op.write_bytes, op.l2_bytes, op.reuse_bytes,
-            *(v for _, v in sorted(op.shape.items()))]
+class Memo:
+    """What chunks of one sweep share: workloads built once per (model, scenario, chunk values), whatever the
+    hardware, and stacks of ops timed once per hardware spec (:class:`perfmodel.sweep.blocks.Timings`). Only the
+    most recent :data:`MEMO_WORKLOADS` workloads are kept (a grid's hardware variants of one model and scenario
+    come one after the other), so that a long sweep does not hold every chunk's arrays."""
+
+    def __init__(self) -> None:
+        self.timings = Timings()
+        self._prepared: dict[Any, tuple[Any, Prepared]] = {}
+
+    def prepared(self, chunk: Chunk) -> "Prepared":
+        g = chunk.group
+        key = (id(g.model), id(g.scenario), tuple((k, tuple(v)) for k, v in chunk.axis_values()))
+        hit = self._prepared.pop(key, None)
+        if hit is None or hit[0][0] is not g.model or hit[0][1] is not g.scenario:
+            hit = ((g.model, g.scenario), prepare(chunk))
+        self._prepared[key] = hit  # now the most recent
+        while len(self._prepared) > MEMO_WORKLOADS:
+            del self._prepared[next(iter(self._prepared))]
+        return hit[1]
 
 
-def _op_shape(op) -> tuple[int, ...]:
-    return np.broadcast_shapes(*(v.shape for v in _fields(op) if isinstance(v, np.ndarray)))
+MEMO_WORKLOADS = 8
 
 
-def _full(op_list, shape: tuple[int, ...]):
-    """The ops with the first op's (and first collective's) fields broadcast to ``shape``, so that every field the
-    engine stacks has the block's full shape (adding 0.0 leaves each value unchanged)."""
-    if not shape:
-        return list(op_list)
-    zero = np.zeros(shape)
-    out = list(op_list)
-    first = out[0]
-    out[0] = replace(first, flops=first.flops + zero, vector_flops=first.vector_flops + zero,
-                     read_bytes=first.read_bytes + zero, l2_bytes=first.l2_bytes + zero,
-                     reuse_bytes=first.reuse_bytes + zero)
-    for i, op in enumerate(out):
-        if op.kind == "allreduce":
-            out[i] = replace(op, shape={**op.shape, "devices": op.shape.get("devices", 1) + zero})
-            break
-    return out
+@dataclass(frozen=True)
+class Prepared:
+    """A chunk's workload ready to time: its blocks and what the totals need beside them."""
+
+    arrays: Mapping[str, np.ndarray]
+    params: Any
+    workload: Any
+    blocks: tuple[Block, ...]
+    steps: Any
 
 
-DEDUP_MAX_ELEMENTS = 4096
-
-
-def _signature(op, shape: tuple[int, ...]) -> Any:
-    """Everything the engine reads from an op, hashable; ``None`` for ops too large to be worth comparing.
-
-    Ops with equal signatures (a decode step's GEMMs in every segment of the answer) take equal times.
-    """
-    if int(np.prod(shape, dtype=np.int64)) > DEDUP_MAX_ELEMENTS:
-        return None
-    parts = [(v.shape, v.tobytes()) if isinstance(v, np.ndarray) else v for v in _fields(op)]
-    sig = (op.name, op.phase, op.kind, op.dtype, op.unit, tuple(sorted(op.shape)), tuple(parts))
-    try:
-        hash(sig)
-    except TypeError:  # a field of a kind this comparison does not know: time the op on its own
-        return None
-    return sig
-
-
-def _unique_ops(op_list) -> list[tuple[Any, list]]:
-    """Ops grouped into (representative, [count of every op equal to it]), in order of first appearance."""
-    out: list[tuple[Any, list]] = []
-    seen: dict[Any, int] = {}
-    for op in op_list:
-        sig = _signature(op, _op_shape(op))
-        if sig is not None and sig in seen:
-            out[seen[sig]][1].append(op.count)
-            continue
-        if sig is not None:
-            seen[sig] = len(out)
-        out.append((op, [op.count]))
-    return out
-
-
-def timed_blocks(op_list, hw, gen_phases: set[str], timer) -> tuple[list[OpBlock], list[str]]:
-    """Time the ops in blocks of equal broadcast shape, each distinct op once (equal ops add their counts).
-
-    Returns the blocks and every bound name they can carry.
-    """
-    by_shape: dict[tuple[int, ...], list] = {}
-    for op, counts in _unique_ops(op_list):
-        by_shape.setdefault(_op_shape(op), []).append((op, counts))
-    blocks, names = [], {COMPUTE, OVERHEAD}
-    main = hw.main_memory
-    for shape, members in by_shape.items():
-        ops = [op for op, _ in members]
-        full = (len(ops), *shape)
-        times = timer(_full(ops, shape), hw)
-        names.update(times.level_time)
-        counts = np.broadcast_shapes(shape, *(np.shape(c) for _, cs in members for c in cs))
-        total_counts = [sum(np.asarray(c, dtype=float) for c in cs) for _, cs in members]
-        main_bytes = times.level_bytes.get(main)
-        blocks.append(OpBlock(
-            generation=np.array([op.phase in gen_phases for op in ops], dtype=bool),
-            count=np.stack([np.broadcast_to(c, counts) for c in total_counts]),
-            time=np.broadcast_to(times.time, full),
-            flops=np.stack([np.broadcast_to(np.asarray(op.flops, dtype=float), shape) for op in ops]),
-            main_bytes=np.zeros(full) if main_bytes is None else np.broadcast_to(main_bytes, full),
-            bound=np.broadcast_to(times.bound, full),
-        ))
-    return blocks, sorted(names)
-
-
-def _analytic(chunk: Chunk) -> pd.DataFrame:
+def prepare(chunk: Chunk) -> Prepared:
+    """Build the workload of a chunk over its numeric wheels (wheel i varies along axis i) and cut its ops into
+    blocks (:func:`perfmodel.sweep.blocks.blocks`)."""
     g = chunk.group
-    shape = chunk.shape
-    k = len(shape)
+    k = len(chunk.shape)
     arrays = {}
     for i, (key, values) in enumerate(chunk.axis_values()):
         arrays[key] = np.asarray(values, dtype=float).reshape([-1 if j == i else 1 for j in range(k)])
     structure, base = from_specs(g.model, g.scenario)
     params = workload_params(base, g.scenario, arrays)
-    wl = build(structure, params)
+    wl = build_stacked(structure, params, k)
     gen_phases = {ps.phase for ps in wl.passes if ps.generation}
-    blocks, names = timed_blocks(wl.ops, g.hardware, gen_phases, time_ops)
     steps = sum((ps.count for ps in wl.passes if ps.generation), 0.0)
-    agg = aggregate(blocks, shape=shape, steps=steps, batch=params.batch, gen_len=params.gen_len,
-                    weights_bytes=wl.weights_bytes, cache_bytes=wl.cache_bytes,
-                    activation_bytes=wl.activation_bytes, capacity_bytes=g.hardware.memory_capacity_bytes,
-                    categories=names)
-    return _frame(chunk, arrays, agg, "analytic")
+    return Prepared(arrays, params, wl, tuple(blocks(wl.ops, gen_phases, k)), steps)
 
 
-def _frame(chunk: Chunk, arrays: Mapping[str, np.ndarray], agg: Aggregates, engine: str) -> pd.DataFrame:
+def _left_pad(a: np.ndarray, ndim: int) -> np.ndarray:
+    """A per-op array (n, *S) with S padded on the left to ``ndim`` axes."""
+    missing = ndim - (a.ndim - 1)
+    return a.reshape(a.shape[:1] + (1,) * missing + a.shape[1:]) if missing > 0 else a
+
+
+def chunk_rows(chunk: Chunk, memo: Memo | None = None) -> ChunkRows:
+    """The rows of one chunk on the analytic engine, as columns: each block is timed and at once totalled."""
+    memo = memo or Memo()
+    g = chunk.group
+    prep = memo.prepared(chunk)
+    hw = g.hardware
+    names = {COMPUTE, OVERHEAD, *(lvl.name for lvl in cache_levels(hw))}
+    if any(blk.stack.allreduce is not None for blk in prep.blocks):
+        names.add("link")
+    totals = Totals(chunk.shape, sorted(names))
+    for blk in prep.blocks:
+        times = memo.timings.time(blk.stack, hw)
+        ndim = max(len(blk.stack.grid), blk.count.ndim - 1)
+        totals.add(OpBlock(
+            generation=blk.generation, count=_left_pad(blk.count, ndim), time=_left_pad(times.time, ndim),
+            flops=blk.padded(blk.stack.flops, ndim), main_bytes=blk.padded(times.main_bytes, ndim),
+            bound=_left_pad(times.bound_code, ndim), bound_names=times.bound_names), blk.totals)
+    wl, params = prep.workload, prep.params
+    agg = totals.result(steps=prep.steps, batch=params.batch, gen_len=params.gen_len,
+                        weights_bytes=wl.weights_bytes, cache_bytes=wl.cache_bytes,
+                        activation_bytes=wl.activation_bytes, capacity_bytes=hw.memory_capacity_bytes)
+    return _rows(chunk, prep.arrays, agg, "analytic")
+
+
+def _rows(chunk: Chunk, arrays: Mapping[str, np.ndarray], agg: Aggregates, engine: str) -> ChunkRows:
     g = chunk.group
     shape = chunk.shape
-    n = chunk.size
-    cols: dict[str, Any] = {"point": chunk.points()}
-    for key in ("hardware", "model", "scenario"):
-        cols[key] = np.full(n, g.entries[key], dtype=object)
-    cols["method"] = np.full(n, g.scenario.method, dtype=object)
-    cols["engine"] = np.full(n, engine, dtype=object)
+    cols: dict[str, Any] = {key: g.entries[key] for key in ("hardware", "model", "scenario")}
+    cols["method"] = g.scenario.method
+    cols["engine"] = engine
     for key, value in g.constants.items():
-        cols[column_of(key)] = np.full(n, value, dtype=object if isinstance(value, str) else None)
-    for (key, values) in chunk.axis_values():
+        cols[column_of(key)] = value
+    for key, values in chunk.axis_values():
         cols[column_of(key)] = np.broadcast_to(arrays[key], shape).ravel().astype(np.asarray(values).dtype)
     for key in CONTEXT:
         if key not in cols:
-            cols[key] = np.full(n, getattr(g.scenario, key))
+            cols[key] = getattr(g.scenario, key)
     for key in METRICS:
-        cols[key] = np.ravel(agg.columns[key])
+        if key == "bound":
+            cols[key] = Labels(np.ravel(agg.bound_code), agg.bound_labels)
+        else:
+            cols[key] = np.ravel(np.broadcast_to(agg.columns[key], shape))
     decode = np.ravel(agg.columns["decode_s"])
     with np.errstate(divide="ignore", invalid="ignore"):
         for name, t in agg.bound_time.items():
             present = np.ravel(agg.bound_present[name])
             cols[BOUND_PREFIX + name] = np.where(present & (decode != 0), np.ravel(t) / decode, 0.0)
-    return pd.DataFrame(cols)
+    return ChunkRows(chunk.points(), cols)
 
 
 def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -218,10 +192,10 @@ def _per_point(chunk: Chunk, engine: str) -> pd.DataFrame:
     return df
 
 
-def evaluate_chunk(chunk: Chunk, engine: str = "analytic") -> pd.DataFrame:
+def evaluate_chunk(chunk: Chunk, engine: str = "analytic", memo: Memo | None = None) -> pd.DataFrame:
     """The rows of one chunk: context columns, one column per grid parameter, then the metrics."""
     if engine == "analytic":
-        return _analytic(chunk)
+        return bind([chunk_rows(chunk, memo)], [column_of(ax.key) for ax in chunk.group.numeric])
     if engine == "event":
         return _per_point(chunk, engine)
     raise ValueError(f"engine {engine!r}: expected 'analytic' or 'event'")

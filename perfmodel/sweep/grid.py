@@ -20,6 +20,7 @@ A grid file (YAML)::
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -34,10 +35,10 @@ from perfmodel import __version__
 from perfmodel.aggregate import METRICS
 from perfmodel.api import split_overrides
 from perfmodel.errors import SpecError, UnknownNameError
-from perfmodel.specs.base import parse_value, read_yaml
+from perfmodel.specs.base import parse_value, read_yaml, validate
 from perfmodel.specs.hardware import load_hardware
 from perfmodel.specs.model import load_model
-from perfmodel.specs.scenario import load_scenario
+from perfmodel.specs.scenario import Scenario, load_scenario
 
 SCHEMA_VERSION = 1
 TOP_LEVEL = ("name", "description", "hardware", "models", "scenarios", "parameters")
@@ -215,6 +216,10 @@ class Group:
 
     def fingerprint(self) -> dict[str, Any]:
         """JSON-ready identity of the group's specs and fixed values (for chunk keys)."""
+        return dict(self._fingerprint)
+
+    @functools.cached_property
+    def _fingerprint(self) -> dict[str, Any]:
         return {"entries": dict(self.entries), "hardware": self.hardware.to_dict(), "model": self.model.to_dict(),
                 "scenario": self.scenario.model_dump(mode="json"), "constants": _jsonable(self.constants),
                 "offset": self.offset}
@@ -226,7 +231,17 @@ class Chunk:
 
     group: Group
     slices: tuple[tuple[int, int], ...]
-    key: str
+    engine: str = "analytic"
+
+    @functools.cached_property
+    def key(self) -> str:
+        """A hash of the chunk's points (its group's specs and fixed values, its wheels' values), naming its part
+        file; computed when first asked for (a sweep in memory never does)."""
+        base = json.dumps({"schema": SCHEMA_VERSION, "version": __version__, "engine": self.engine,
+                           **self.group.fingerprint()}, sort_keys=True, default=str)
+        axes = [(ax.key, ax.values[a:b], ax.indices[a:b], ax.stride)
+                for ax, (a, b) in zip(self.group.numeric, self.slices)]
+        return hashlib.sha256((base + json.dumps(_jsonable(axes), default=str)).encode()).hexdigest()[:24]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -308,17 +323,18 @@ class _Resolver:
             base = self.base(kind, entry)
             base_dict = base.model_dump(mode="json") if kind == "scenario" else base.to_dict()
             overrides = {}
+            alone = base
             for key, i in zip(keys, indices):
                 path = key[len(prefix):]
                 raw = self.grid.parameters[key][i]
                 value = resolve_value(raw, get_path(base_dict, path), self.source, key, f"{kind} {entry}")
                 try:  # each value alone first, so that an error names the one bad field
-                    loader(base, {path: value})
+                    alone = loader(base, {path: value})
                 except (SpecError, ValueError) as exc:
                     raise _wrap(exc, self.source, f"parameters.{key}", raw) from None
                 overrides[path] = value
-            try:
-                spec = loader(base, overrides) if overrides else base
+            try:  # (one value: the spec just checked with it alone)
+                spec = alone if len(overrides) <= 1 else loader(base, overrides)
             except (SpecError, ValueError) as exc:
                 shown = {f"{prefix}{k}": v for k, v in overrides.items()}
                 raise _wrap(exc, self.source, "parameters", shown) from None
@@ -328,23 +344,44 @@ class _Resolver:
         return self._memo((kind, entry, tuple(keys), tuple(indices)), make)
 
     def numeric_values(self, scenario, entry: str, key: str) -> tuple[Any, ...]:
-        """Resolved, validated values of a numeric scenario wheel for one scenario variant."""
+        """Resolved, validated values of a numeric scenario wheel for one scenario variant (each value checked as
+        ``load_scenario(scenario, {key: value})`` checks it, on one dump of the scenario)."""
         def make():
             base_dict = scenario.model_dump(mode="json")
+            source = f"scenario {scenario.name} with overrides"
             out = []
             for raw in self.grid.parameters[key]:
                 value = resolve_value(raw, get_path(base_dict, key), self.source, key, f"scenario {entry}")
                 try:
-                    checked = load_scenario(scenario, {key: value})
+                    checked = validate(Scenario, _with_value(base_dict, key, value), source)
                 except (SpecError, ValueError) as exc:
                     raise _wrap(exc, self.source, f"parameters.{key}", raw) from None
-                out.append(get_path(checked.model_dump(mode="json"), key))
+                out.append(functools.reduce(getattr, key.split("."), checked))
             return tuple(out)
         return self._memo(("numeric", entry, id(scenario), key), make)
 
 
+def _with_value(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """``data`` (a spec as ``model_dump`` gives it) with the field at ``dotted`` set to ``value`` as an override
+    sets it (:func:`perfmodel.specs.base.apply_overrides`); only the mappings on the path are copied."""
+    parts = dotted.split(".")
+    out = dict(data)
+    node = out
+    for part in parts[:-1]:
+        child = node.get(part)
+        node[part] = dict(child) if isinstance(child, dict) else {}
+        node = node[part]
+    node[parts[-1]] = parse_value(value)
+    return out
+
+
 def groups(grid: Grid) -> Iterator[Group]:
-    """Every group of the grid, in grid order; specs and values are validated on the way."""
+    """Every group of the grid, in the order of their first points (a sweep's rows then come out in point order
+    wherever the numeric wheels turn faster than the others); specs and values are validated on the way."""
+    yield from sorted(_groups(grid), key=lambda group: group.offset)
+
+
+def _groups(grid: Grid) -> Iterator[Group]:
     r = _Resolver(grid)
     strides = grid.strides()
 
@@ -409,10 +446,5 @@ def chunks(grid: Grid, chunk_size: int, engine: str = "analytic") -> Iterator[Ch
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size {chunk_size!r}: expected a positive integer")
     for group in groups(grid):
-        base = json.dumps({"schema": SCHEMA_VERSION, "version": __version__, "engine": engine,
-                           **group.fingerprint()}, sort_keys=True, default=str)
         for block in _blocks(group.shape, chunk_size):
-            slices = tuple(block)
-            axes = [(ax.key, ax.values[a:b], ax.indices[a:b], ax.stride) for ax, (a, b) in zip(group.numeric, slices)]
-            digest = hashlib.sha256((base + json.dumps(_jsonable(axes), default=str)).encode()).hexdigest()[:24]
-            yield Chunk(group, slices, digest)
+            yield Chunk(group, tuple(block), engine)

@@ -7,7 +7,8 @@ and prints only the missing ones.
 
 The analytic engine evaluates a chunk as arrays in this process (see :mod:`perfmodel.sweep.evaluation`); the event
 engine, and analytic grids above ``DASK_THRESHOLD`` points, run their chunks as Dask tasks on a local cluster or
-on the scheduler given. Every row equals what :func:`perfmodel.api.predict` returns for that point.
+on the scheduler given. Every row equals what :func:`perfmodel.api.predict` returns for that point. In memory
+(:func:`evaluate`) the chunks' rows are bound into the table once, at the end (:mod:`perfmodel.sweep.table`).
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from perfmodel.aggregate import METRICS
-from perfmodel.sweep.evaluation import BOUND_PREFIX, CONTEXT, evaluate_chunk
+from perfmodel.sweep.evaluation import Memo, chunk_rows, evaluate_chunk
 from perfmodel.sweep.grid import Chunk, Grid, chunks, grid_from_dict, load_grid
+from perfmodel.sweep.table import BOUND_PREFIX, CONTEXT, bind
 
 ENGINES = ("analytic", "event")
 DEFAULT_CHUNK = {"analytic": 20_000, "event": 8}
@@ -75,6 +77,9 @@ def evaluate(grid: Grid | dict, engine: str = "analytic", chunk_size: int | None
         grid = grid_from_dict(grid)
     _check_engine(engine)
     size = chunk_size or DEFAULT_CHUNK[engine]
+    if engine == "analytic":
+        memo = Memo()
+        return bind([chunk_rows(c, memo) for c in chunks(grid, size, engine)], grid.columns)
     frames = [evaluate_chunk(c, engine) for c in chunks(grid, size, engine)]
     return order_columns(pd.concat(frames, ignore_index=True), grid)
 
@@ -100,8 +105,9 @@ def _read_part(path: Path, chunk: Chunk, grid: Grid, engine: str) -> pd.DataFram
 
 
 def _run_local(todo: Iterable[Chunk], engine: str, store: Callable[[Chunk, pd.DataFrame], None]) -> None:
+    memo = Memo()
     for chunk in todo:
-        store(chunk, evaluate_chunk(chunk, engine))
+        store(chunk, evaluate_chunk(chunk, engine, memo))
 
 
 def _run_dask(todo: list[Chunk], engine: str, store: Callable[[Chunk, pd.DataFrame], None],
