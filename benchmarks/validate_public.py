@@ -48,6 +48,7 @@ def main() -> int:
         profiled = vidur[vidur.hardware == hw_name] if vidur is not None else None
         if profiled is not None and not profiled.empty:
             hw, _ = fit_row_kernels(profiled, hw)
+            report["row_kernels"] = True
         if args.write_catalog:
             _write_efficiency(hw, report)
         held_out = rows[~calibration_mask(rows, subsets_for(hw))]

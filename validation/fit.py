@@ -231,11 +231,18 @@ def fit_efficiency(table: pd.DataFrame, hardware: str | Hardware, engine: str = 
     return fitted, report
 
 
-#: Row kernels (one block per token: norms, activations, rotary) in one wave: every block runs at once, so the
-#: time is one block's chain (``row_kernel_s``). From a profiler's per-kernel timings (vidur's rows).
+def _row_kernel(t: pd.DataFrame) -> pd.Series:
+    return (t.op == "norm") | ((t.op == "elementwise") & t.variant.isin(["silu_mul", "rope"]))
+
+
+#: Row kernels (one block per token: norms, activations, rotary) at both ends of their load: in one wave (every
+#: block at once, the time one block's passes) and at 3,584 rows or more (many full waves, each pass a round trip
+#: of a loaded memory system); the pass time ``row_kernel_s`` is fit on both. Tiny adds give the shortest kernel a
+#: profiler reports (``kernel_floor_s``). From a profiler's per-kernel timings (vidur's rows); embedding lookups
+#: are never fit (their passes are timed by the same round trip).
 ROW_SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
-    "row_one_wave": lambda t: ((t.op == "norm") | ((t.op == "elementwise") & t.variant.isin(["silu_mul", "rope"])))
-    & (t.m <= 64),
+    "row_one_wave": lambda t: _row_kernel(t) & (t.m <= 64),
+    "row_full_load": lambda t: _row_kernel(t) & (t.m >= 3584),
     "profiled_tiny": lambda t: (t.op == "elementwise") & (t.variant == "add") & (t.m <= 16),
 }
 
@@ -251,7 +258,7 @@ def fit_row_kernels(table: pd.DataFrame, hardware: Hardware) -> tuple[Hardware, 
     mine = _rows_of(table, hardware, hardware)
     rows = mine[calibration_mask(mine, ROW_SUBSETS)]
     if rows.empty:
-        raise ValueError(f"no one-wave row-kernel rows for {hardware.name!r} (subsets {', '.join(ROW_SUBSETS)})")
+        raise ValueError(f"no row-kernel calibration rows for {hardware.name!r} (subsets {', '.join(ROW_SUBSETS)})")
 
     def with_block(x) -> Hardware:
         return hardware.model_copy(update={"efficiency": hardware.efficiency.model_copy(
@@ -261,7 +268,7 @@ def fit_row_kernels(table: pd.DataFrame, hardware: Hardware) -> tuple[Hardware, 
         pred = predict_table(rows, with_block(x))
         return np.log(np.maximum(pred.predicted_s.to_numpy(), 1e-9) / pred.measured_s.to_numpy())
 
-    res = least_squares(residuals, np.array([3e-6, 1e-6]), bounds=([1e-8, 0.0], [50e-6, 20e-6]),
+    res = least_squares(residuals, np.array([1e-6, 1e-6]), bounds=([1e-8, 0.0], [50e-6, 20e-6]),
                         x_scale=[1e-6, 1e-6], diff_step=1e-3)
     return with_block(res.x), {"hardware": hardware.name, "rows": int(len(rows)), "row_kernel_s": float(res.x[0]),
                                "kernel_floor_s": float(res.x[1]),
@@ -288,7 +295,7 @@ def efficiency_block(hw: Hardware, report: dict[str, Any]) -> str:
     for name, subset in optional.items():
         if counts.get(subset):
             block[name] = float(f"{e[name]:.4g}")
-    if eff.row_kernel_s:
+    if eff.row_kernel_s and report.get("row_kernels"):  # fitted here; otherwise the transfer rule completes it
         block["row_kernel_s"] = float(f"{eff.row_kernel_s:.4g}")
         block["kernel_floor_s"] = float(f"{eff.kernel_floor_s:.4g}") if eff.kernel_floor_s >= 1e-12 else 0.0
     block["calibrated_for"] = {k: float(f"{v:.6g}") for k, v in (eff.calibrated_for or {}).items()}

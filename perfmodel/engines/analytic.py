@@ -205,22 +205,35 @@ def _attention(stack: OpStack, hw: Hardware, levels: Sequence[Level], t: _Terms)
 
 
 def _row_kernels(stack: OpStack, hw: Hardware, t: _Terms) -> None:
-    """The chain of waves of a row kernel (one block per token: norms, activations, rotary; tiling.py) as a floor
-    on the op's compute term, where the device has a calibrated block time."""
+    """The chain of waves of a row kernel (one block per token: norms, activations, rotary) or embedding lookup
+    (tiling.row_grid) as a floor on the op's busy time, where the device has a calibrated pass time."""
     from perfmodel.engines import tiling
 
-    block_s = hw.efficiency.row_kernel_s
+    pass_s = hw.efficiency.row_kernel_s
     g = stack.row_kernels
-    if not block_s or g is None:
+    if not pass_s or g is None:
         return
     sm = tiling.sm_version(hw.compute.architecture, hw.compute.sm_version)
-    key = ("row kernels", hw.compute.units, sm, block_s)  # every number of the device the chain reads
+    cache_s = row_cache_latency(hw)
+    key = ("row kernels", hw.compute.units, sm, pass_s, cache_s)  # every number of the device the chain reads
     if key not in stack.memo:
-        stack.memo[key] = tiling.row_kernel_time(g.columns["tokens"], g.columns["threads"], sms=hw.compute.units,
-                                                 sm=sm, block_s=block_s)
+        c = g.columns
+        stack.memo[key] = tiling.row_kernel_time(c["tokens"], c["width"], c["threads"], c["passes"],
+                                                 sms=hw.compute.units, sm=sm, pass_s=pass_s, cache_s=cache_s)
     chain = stack.memo[key]
     r = _each(stack, g.rows)
-    t.put("compute", r, np.maximum(t.rows("compute", r), chain))
+    # a chain of round trips is latency: what it adds beyond the busiest term is charged with the fixed costs
+    busy = t.rows("compute", r)
+    for name in [k for k in t.arrays if k.startswith("time:")]:
+        busy = np.maximum(busy, t.rows(name, r))
+    t.put("overhead", r, t.rows("overhead", r) + np.maximum(chain - busy, 0.0))
+
+
+def row_cache_latency(hw: Hardware) -> float:
+    """Round trip to the first cache between kernels (L2), for the id an embedding lookup reads each pass."""
+    for lvl in cache_levels(hw):
+        return lvl.latency
+    return 0.0
 
 
 def _allreduce(stack: OpStack, hw: Hardware, t: _Terms, level_names: Sequence[str]) -> None:

@@ -310,28 +310,36 @@ def row_kernel(op: Op, hw: Hardware) -> Kernel | None:
 
 
 def row_kernels(op: Op, hw: Hardware) -> list[Kernel] | None:
-    """A row kernel (one block per token: norms, activations, rotary; :func:`tiling.row_threads`) as tiles of one
-    row each, as many resident per SM as its threads allow, each at least the calibrated block time
-    (``efficiency.row_kernel_s``), one kernel per point; None where the op is not one or the device has no block
-    time."""
-    block_s = hw.efficiency.row_kernel_s
-    threads = tiling.row_threads(op.kind, op.shape.get("variant", ""), op.shape.get("width", 1))
-    if hw.kind != "gpu" or not block_s or threads is None or "tokens" not in op.shape:
+    """A row kernel (one block per token: norms, activations, rotary) or embedding lookup (a grid-stride gather)
+    as tiles of one block each, as many resident per SM as their threads allow, each at least its chain of passes
+    (:func:`tiling.row_grid`, ``efficiency.row_kernel_s`` per pass), one kernel per point; None where the op is not
+    one or the device has no pass time."""
+    pass_s = hw.efficiency.row_kernel_s
+    variant = op.shape.get("variant", "")
+    width = op.shape.get("width", 1)
+    threads = tiling.row_threads(op.kind, variant, width)
+    if hw.kind != "gpu" or not pass_s or threads is None or "tokens" not in op.shape:
         return None
     n = points(op)
-    rows = np.maximum(1, np.ceil(_values(op, "shape['tokens']", op.shape["tokens"])))
     sm = tiling.sm_version(hw.compute.architecture, hw.compute.sm_version)
-    threads = np.broadcast_to(np.asarray(threads, dtype=float), (n,))
-    resident = np.broadcast_to(tiling.row_blocks_per_sm(threads, sm), (n,))
+    tokens = _values(op, "shape['tokens']", op.shape["tokens"])
+    widths = _values(op, "shape['width']", width)
+    threads = tiling.row_threads(op.kind, variant, widths)
+    passes = tiling.row_passes(op.kind, variant, widths, threads)
+    blocks, resident, block_s = (np.broadcast_to(a, (n,)) for a in tiling.row_grid(
+        tokens, widths, threads, passes, sms=hw.compute.units, sm=sm, pass_s=pass_s,
+        cache_s=analytic.row_cache_latency(hw)))
+    threads = np.broadcast_to(threads, (n,))
     srv = _servings(op, hw)
     work_sm_s = (_values(op, "flops", op.flops) / _compute_rate(op, hw) + _vector_s(op, hw)) * hw.compute.units
     out = []
-    for i, (r, t, per_sm, work) in enumerate(zip(rows.tolist(), threads.tolist(), resident.tolist(),
-                                                 work_sm_s.tolist())):
-        r, per_sm = int(r), int(per_sm)
-        cls = TileClass(r, work / r, _split(srv.at(i).level_bytes, 1.0 / r), 0.0, block_s)
+    for i, (b, t, per_sm, chain, work) in enumerate(zip(blocks.tolist(), threads.tolist(), resident.tolist(),
+                                                        block_s.tolist(), work_sm_s.tolist())):
+        b, per_sm = int(b), int(per_sm)
+        what = "rows" if op.kind != "embedding" else "blocks of a grid-stride gather"
+        cls = TileClass(b, work / b, _split(srv.at(i).level_bytes, 1.0 / b), 0.0, chain)
         out.append(Kernel(op.name, (cls,), per_sm, float(srv.latency_s[i]), 0.0,
-                          f"{r} rows, one block of {t:g} threads each, {per_sm} per SM"))
+                          f"{b} {what}, one block of {t:g} threads each, {per_sm} per SM"))
     return out
 
 

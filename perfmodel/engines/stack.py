@@ -106,7 +106,7 @@ def stack_ops(op_list: Sequence[Op]) -> OpStack:
 
     gemm_keys: dict[Any, list[int]] = {}
     attn_keys: dict[str, list[int]] = {}
-    row_idx, row_threads, comm_idx = [], [], []
+    row_idx, row_threads, row_passes, comm_idx = [], [], [], []
     for i, op in enumerate(ops):
         sh = op.shape
         if tensor[i] and op.kind == "gemm":
@@ -122,6 +122,7 @@ def stack_ops(op_list: Sequence[Op]) -> OpStack:
         if threads is not None and "tokens" in sh:
             row_idx.append(i)
             row_threads.append(threads)
+            row_passes.append(tiling.row_passes(op.kind, sh.get("variant", ""), sh.get("width", 1), threads))
 
     gemms = []
     for key, idx in gemm_keys.items():
@@ -135,7 +136,9 @@ def stack_ops(op_list: Sequence[Op]) -> OpStack:
     rows = None
     if row_idx:
         rows = KindGroup(_rows(row_idx), "", {"tokens": column([ops[i].shape["tokens"] for i in row_idx], ndim),
-                                              "threads": column(row_threads, ndim)})
+                                              "width": column([ops[i].shape.get("width", 1) for i in row_idx], ndim),
+                                              "threads": column(row_threads, ndim),
+                                              "passes": column(row_passes, ndim)})
     comm = None
     if comm_idx:
         comm = KindGroup(_rows(comm_idx), "", {"devices": column([ops[i].shape.get("devices", 1) for i in comm_idx],

@@ -510,26 +510,53 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
 # block per token (row): vLLM's rms_norm, silu_and_mul and scaled_fp8_quant take min(width, 1024) threads, its
 # rotary embedding min(rotated pairs, 512).
 # Resident blocks per SM follow from the threads an SM holds (CUDA C Programming Guide, compute capabilities:
-# 2048 on sm_80/90/100/103, 1536 on sm_86/89/120) and a limit on blocks per SM. A block is a chain of dependent
-# steps (load its row, reduce across the block, load again or scale, store), so a grid of many rows takes
-# ⌈rows / resident blocks⌉ waves of one block's time.
+# 2048 on sm_80/90/100/103, 1536 on sm_86/89/120) and a limit on blocks per SM. A block's threads loop over the
+# row with a stride of the block size; every pass of the loop loads, computes and stores through pointers the
+# compiler cannot prove distinct, so the next pass's loads wait for this one's: a pass is one main-memory round
+# trip under load (``efficiency.row_kernel_s``). A block takes ⌈per-row elements / threads⌉ passes, the rotary
+# kernel one more (the token's position addresses its cos/sin row), and a grid of many rows
+# ⌈rows / resident blocks⌉ waves of blocks.
+# Embedding lookups run PyTorch's index_select (F.embedding): a grid-stride loop over the output's elements on
+# min(⌈elements / 128⌉, 8 · SMs) blocks of 128 threads (aten/src/ATen/native/cuda/Indexing.cu), one element per
+# thread per pass; a pass reads the token's id (a cache hit) and then the table element it addresses, so it takes
+# a round trip to the cache and one to main memory.
 ROW_KERNEL_VARIANTS = {"silu_mul": 1024, "silu": 1024, "gelu": 1024, "rope": 512, "quant": 1024}
+ROW_SETUP_PASSES = {"rope": 1.0}
 THREADS_PER_SM = {86: 1536, 89: 1536, 120: 1536}
 DEFAULT_THREADS_PER_SM = 2048
 MAX_BLOCKS_PER_SM = 16  # the hardware allows 32; the event engine's SMs hold at most 16 tiles each
+GATHER_THREADS = 128
+GATHER_BLOCKS_PER_SM = 8
 
 
 def row_threads(kind: str, variant: str, width: Any) -> Any:
     """Threads of one block of a row kernel (``None``: not a row kernel): norms min(width, 1024); SiLU·mul and
-    other activations min(width, 1024); rotary embedding min(width / 2, 512) (one thread per rotated pair)."""
+    other activations min(width, 1024); rotary embedding min(width / 2, 512) (one thread per rotated pair);
+    embedding lookups 128 (a grid-stride loop, :func:`row_grid`)."""
     width = np.asarray(width, dtype=float)
     if kind == "norm":
         return np.minimum(width, 1024.0)
+    if kind == "embedding":
+        return np.full(width.shape, float(GATHER_THREADS))
     cap = ROW_KERNEL_VARIANTS.get(variant)
     if kind != "elementwise" or cap is None:
         return None
-    per_row = width / 2.0 if variant == "rope" else width
-    return np.minimum(np.maximum(per_row, 1.0), float(cap))
+    return np.minimum(np.maximum(_row_elements(variant, width), 1.0), float(cap))
+
+
+def _row_elements(variant: str, width: Any) -> Any:
+    """Elements one row's threads loop over: rotated pairs for the rotary kernel, the width otherwise."""
+    return width / 2.0 if variant == "rope" else width
+
+
+def row_passes(kind: str, variant: str, width: Any, threads: Any) -> Any:
+    """Passes of one block's loop over its row (see above); for an embedding lookup 0 (its passes depend on the
+    grid, :func:`row_grid`)."""
+    width = np.asarray(width, dtype=float)
+    if kind == "embedding":
+        return np.zeros(width.shape)
+    per_row = np.maximum(_row_elements(variant, width), 1.0)
+    return np.ceil(per_row / np.asarray(threads, dtype=float)) + ROW_SETUP_PASSES.get(variant, 0.0)
 
 
 def row_blocks_per_sm(threads: Any, sm: int | None) -> Any:
@@ -539,7 +566,27 @@ def row_blocks_per_sm(threads: Any, sm: int | None) -> Any:
     return np.clip(np.floor(per_sm / warps), 1.0, MAX_BLOCKS_PER_SM)
 
 
-def row_kernel_time(rows: Any, threads: Any, *, sms: int, sm: int | None, block_s: float) -> Any:
-    """Least time of a row kernel: ⌈rows / (SMs · resident blocks)⌉ waves of one block's chain ``block_s``."""
-    slots = sms * row_blocks_per_sm(threads, sm)
-    return np.ceil(np.maximum(np.asarray(rows, dtype=float), 1.0) / slots) * block_s
+def row_grid(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: int, sm: int | None, pass_s: float,
+             cache_s: float) -> tuple[Any, Any, Any]:
+    """Blocks, resident blocks per SM and one block's time of a row kernel (``passes`` > 0: a block per token,
+    ``passes`` round trips ``pass_s`` each) or an embedding lookup (``passes`` 0: the grid-stride gather, each
+    pass ``pass_s`` plus the cache round trip ``cache_s`` of its id)."""
+    tokens = np.ceil(np.maximum(np.asarray(tokens, dtype=float), 1.0))
+    elements = tokens * np.asarray(width, dtype=float)
+    threads = np.asarray(threads, dtype=float)
+    passes = np.asarray(passes, dtype=float)
+    gather = passes <= 0
+    gather_blocks = np.minimum(np.ceil(elements / GATHER_THREADS), GATHER_BLOCKS_PER_SM * sms)
+    gather_passes = np.ceil(elements / (np.maximum(gather_blocks, 1.0) * GATHER_THREADS))
+    blocks = np.where(gather, np.maximum(gather_blocks, 1.0), tokens)
+    block_s = np.where(gather, gather_passes * (pass_s + cache_s), passes * pass_s)
+    return blocks, row_blocks_per_sm(threads, sm), block_s
+
+
+def row_kernel_time(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: int, sm: int | None,
+                    pass_s: float, cache_s: float) -> Any:
+    """Least time of a row kernel or embedding lookup: ⌈blocks / (SMs · resident blocks)⌉ waves of one block's
+    passes (:func:`row_grid`)."""
+    blocks, per_sm, block_s = row_grid(tokens, width, threads, passes, sms=sms, sm=sm, pass_s=pass_s,
+                                       cache_s=cache_s)
+    return np.ceil(blocks / (sms * per_sm)) * block_s

@@ -167,8 +167,9 @@ class Efficiency(Spec):
                                "loads, the drain): the floor of a profiled kernel's time once the launch gap is "
                                "left out (s)")
     row_kernel_s: float | None = Field(
-        None, ge=0, description="time of one thread block of a row kernel (the norm, activation and rotary kernels "
-                                "that launch one block per token: load, reduce, scale, store); default: not "
+        None, ge=0, description="time of one pass of a row kernel's loop (the norm, activation and rotary kernels "
+                                "that launch one block per token, and embedding lookups): a main-memory round trip "
+                                "under load; a block takes one pass per block-size of its row; default: not "
                                 "modelled, the op is timed by its bytes (perfmodel/engines/tiling.py) (s)")
     energy_per_flop_j: float | None = Field(
         None, gt=0, description="energy (J) per tensor FLOP at the attainable rate, idle power included: a kernel "
