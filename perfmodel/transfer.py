@@ -8,7 +8,10 @@ common in units that do not depend on the device's size or speed, and re-applies
 - fractions of a peak stay fractions (``tensor``, ``vector``, the memory levels' achievable fraction, by role:
   the first cache and main memory); the attention mainloop's tensor fraction is kept relative to the GEMMs'
   (a device whose clock under load sits below its datasheet's slows both alike);
-- the fixed costs of launching kernels and of an attention call stay seconds (the software stack's);
+- the fixed costs of a kernel and of an attention call's extra kernels are counted in SM clock cycles: timed
+  from CUDA-graph replays (as the calibration data are, and as a serving engine runs), they are the GPU's own
+  work (the front end starting the grid, each CTA's prologue and epilogue, the drain), paced by its clock, not
+  the host's launch path; re-applied at the new device's clock;
 - the serial time of an attention tile, and of a row kernel's block, is counted in main-memory round trips (a
   chain of dependent loads), re-applied with the new device's latency;
 - the bandwidth one attention CTA sustains is counted as the share of main memory that one CTA per SM streams
@@ -66,7 +69,7 @@ FIGURES: dict[str, Callable[[Hardware], float]] = {
     "cache_latency_s": lambda hw: float(hw.memory[_cache(hw)].latency_s or 0.0),
 }
 #: Normalised values tied to the attention kernel family rather than to the device.
-FAMILY_FIELDS = ("attention_tensor_rel", "attention_overhead_s", "prefill_attention_overhead_s", "attention_tile_rt",
+FAMILY_FIELDS = ("attention_tensor_rel", "attention_overhead_cycles", "prefill_attention_overhead_cycles", "attention_tile_rt",
                  "prefill_attention_tile_rt", "attention_cta_share")
 #: Normalised values carried only between siblings: the energy per FLOP is a property of one SM design, board
 #: and cooling (fit: H100 never reaches its 700 W on GEMMs, L40S and GB200 do at different energies per FLOP), so
@@ -133,9 +136,9 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
     e = hw.efficiency
     fig = fig or figures(hw)
     lat = _latency(fig)
-    v: dict[str, float] = {"tensor": e.tensor, "vector": e.vector, "launch_s": e.launch_s,
-                           "attention_overhead_s": e.attention_overhead_s,
-                           "prefill_attention_overhead_s": e.prefill_attention_overhead_s,
+    v: dict[str, float] = {"tensor": e.tensor, "vector": e.vector, "launch_cycles": e.launch_s * fig["clock_hz"],
+                           "attention_overhead_cycles": e.attention_overhead_s * fig["clock_hz"],
+                           "prefill_attention_overhead_cycles": e.prefill_attention_overhead_s * fig["clock_hz"],
                            "memory_cache": e.memory_fraction(_cache(hw)), "memory_main": e.memory_fraction(hw.main_memory)}
     if e.attention_tensor is not None:  # relative to the GEMM's: a clock held below the datasheet's slows both
         v["attention_tensor_rel"] = e.attention_tensor / e.tensor
@@ -159,7 +162,12 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
     schema's defaults)."""
     lat = _latency(figures(hw))
     out: dict[str, Any] = {"attention_kernel": kernel, "note": note}
-    for key in ("tensor", "vector", "launch_s", "attention_overhead_s", "prefill_attention_overhead_s",
+    if "launch_cycles" in values:
+        out["launch_s"] = values["launch_cycles"] / figures(hw)["clock_hz"]
+    for key in ("attention_overhead", "prefill_attention_overhead"):
+        if key + "_cycles" in values:
+            out[key + "_s"] = values[key + "_cycles"] / figures(hw)["clock_hz"]
+    for key in ("tensor", "vector",
                 "energy_per_flop_j", "power_window_s"):
         if key in values:
             out[key] = values[key]

@@ -81,6 +81,22 @@ def test_cross_device_rule_is_the_median_in_device_independent_units(tmp_path):
     rts = [s.efficiency.attention_tile_s / s.memory[s.main_memory].latency_s for s in sources
            if s.efficiency.attention_kernel == "fa2"]
     assert len(rts) == 2 and hw.efficiency.attention_tile_s / lat == pytest.approx(statistics.median(rts))
+    # a kernel's fixed cost is the GPU's own work timed from graph replays: the median in SM clock cycles
+    cycles = statistics.median(s.efficiency.launch_s * s.compute.clock_hz for s in sources)
+    assert hw.efficiency.launch_s * hw.compute.clock_hz == pytest.approx(cycles)
+
+
+def test_an_edited_clock_scales_the_fixed_costs(tmp_path):
+    """A copy of the H100 clocked 20% lower: its kernels' fixed costs, counted in cycles, take 1.25x as long."""
+    def edit(d):
+        d["name"] = "h100-slow"
+        d["compute"]["clock_hz"] = 0.8 * float(d["compute"]["clock_hz"])
+        d["compute"]["boost_clock_hz"] = 0.8 * float(d["compute"]["boost_clock_hz"])
+    with pytest.warns(Warning):  # the peaks now disagree with the clock (specs/sanity.py)
+        hw = load_hardware(_copy(tmp_path, "h100-sxm", edit))
+    h100 = load_hardware("h100-sxm")
+    assert hw.efficiency.launch_s == pytest.approx(1.25 * h100.efficiency.launch_s)
+    assert hw.efficiency.attention_overhead_s == pytest.approx(1.25 * h100.efficiency.attention_overhead_s)
 
 
 def test_transfer_never_draws_from_the_target_itself():
