@@ -252,6 +252,21 @@ def test_row_kernels_run_in_waves_of_resident_blocks():
     assert float(time_ops([op], H100).time[0]) == pytest.approx(float(an.time[0]), rel=0.05)
 
 
+def test_an_embedding_lookup_of_few_ids_walks_them_one_after_another():
+    """PyTorch's index_select with 16 ids or fewer (indexSelectSmallIndex): 32 blocks of 128 threads span one
+    4,096-wide row and walk the ids in turn, a pass (id from cache, then the table element) for each; above 16
+    ids (indexSelectLargeIndex) the grid spans every output element, so 32 ids take a single pass."""
+    trip = H100.efficiency.row_kernel_s + analytic.row_cache_latency(H100)
+    for tokens, passes in ((1, 1), (8, 8), (16, 16), (32, 1)):
+        op = ops.embedding("e", tokens, 4096)
+        k = event.kernel_for(op, H100)
+        assert k.tile_count == 32 * (1 if tokens <= 16 else tokens)
+        an = analytic.time_ops([op], H100)
+        fixed = H100.efficiency.launch_s + H100.memory["hbm"].latency_s
+        assert float(an.time[0]) == pytest.approx(passes * trip + fixed, rel=1e-6)
+        assert float(time_ops([op], H100).time[0]) == pytest.approx(float(an.time[0]), rel=0.05)
+
+
 def test_two_streams_share_bandwidth_not_multiply_it():
     # Two memory-bound copies of 0.54 GB each. Overlapped on two streams they need their combined bytes at the
     # HBM rate: about the serial time less one launch, never the time of one of them.

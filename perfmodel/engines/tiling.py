@@ -516,10 +516,12 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
 # trip under load (``efficiency.row_kernel_s``). A block takes ⌈per-row elements / threads⌉ passes, the rotary
 # kernel one more (the token's position addresses its cos/sin row), and a grid of many rows
 # ⌈rows / resident blocks⌉ waves of blocks.
-# Embedding lookups run PyTorch's index_select (F.embedding): a grid-stride loop over the output's elements on
-# min(⌈elements / 128⌉, 8 · SMs) blocks of 128 threads (aten/src/ATen/native/cuda/Indexing.cu), one element per
-# thread per pass; a pass reads the token's id (a cache hit) and then the table element it addresses, so it takes
-# a round trip to the cache and one to main memory.
+# Embedding lookups run PyTorch's index_select (F.embedding; aten/src/ATen/native/cuda/Indexing.cu,
+# index_select_out_cuda_impl). Above 16 ids, indexSelectLargeIndex: a grid-stride loop over the output's elements
+# on min(⌈elements / 128⌉, 8 · SMs) blocks of 128 threads, one element per thread per pass. With 16 ids or fewer,
+# indexSelectSmallIndex: min(⌈row / 128⌉, 8 · SMs) blocks span one table row, and every thread walks the ids one
+# after another, a grid-stride pass over the row for each. Either way a pass reads an id (a cache hit) and then
+# the table element it addresses: a round trip to the cache and one to main memory.
 ROW_KERNEL_VARIANTS = {"silu_mul": 1024, "silu": 1024, "gelu": 1024, "rope": 512, "quant": 1024}
 ROW_SETUP_PASSES = {"rope": 1.0}
 THREADS_PER_SM = {86: 1536, 89: 1536, 120: 1536}
@@ -527,6 +529,7 @@ DEFAULT_THREADS_PER_SM = 2048
 MAX_BLOCKS_PER_SM = 16  # the hardware allows 32; the event engine's SMs hold at most 16 tiles each
 GATHER_THREADS = 128
 GATHER_BLOCKS_PER_SM = 8
+GATHER_SMALL_INDEX = 16  # index_select_out_cuda_impl: "numIndices <= 16"
 
 
 def row_threads(kind: str, variant: str, width: Any) -> Any:
@@ -576,8 +579,10 @@ def row_grid(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: int, sm
     threads = np.asarray(threads, dtype=float)
     passes = np.asarray(passes, dtype=float)
     gather = passes <= 0
-    gather_blocks = np.minimum(np.ceil(elements / GATHER_THREADS), GATHER_BLOCKS_PER_SM * sms)
-    gather_passes = np.ceil(elements / (np.maximum(gather_blocks, 1.0) * GATHER_THREADS))
+    small = tokens <= GATHER_SMALL_INDEX  # indexSelectSmallIndex: the blocks span one row, the ids walked in turn
+    span = np.where(small, np.asarray(width, dtype=float) + 0.0 * elements, elements)
+    gather_blocks = np.minimum(np.ceil(span / GATHER_THREADS), GATHER_BLOCKS_PER_SM * sms)
+    gather_passes = np.ceil(span / (np.maximum(gather_blocks, 1.0) * GATHER_THREADS)) * np.where(small, tokens, 1.0)
     blocks = np.where(gather, np.maximum(gather_blocks, 1.0), tokens)
     block_s = np.where(gather, gather_passes * (pass_s + cache_s), passes * pass_s)
     return blocks, row_blocks_per_sm(threads, sm), block_s
