@@ -12,8 +12,12 @@ common in units that do not depend on the device's size or speed, and re-applies
   from CUDA-graph replays (as the calibration data are, and as a serving engine runs), they are the GPU's own
   work (the front end starting the grid, each CTA's prologue and epilogue, the drain), paced by its clock, not
   the host's launch path; re-applied at the new device's clock;
-- the serial time of an attention tile, and of a row kernel's block, is counted in main-memory round trips (a
-  chain of dependent loads), re-applied with the new device's latency;
+- the serial time of an attention tile (decode and prefill) stays seconds, a constant of the kernel family: the
+  two devices that run one family's identical tiles at different memory latencies (FlashAttention-2 on A100,
+  405 ns, and L40S, 254 ns) fit decode tiles of 8.1 and 7.1 us, prefill tiles of 4.0 and 3.9 us: 14% and 3% apart
+  in seconds, 38% and 56% in round trips (the only pair that tells the two rules apart);
+- a row kernel's pass (and the shortest kernel a profiler shows) is counted in main-memory round trips,
+  re-applied with the new device's latency;
 - the bandwidth one attention CTA sustains is counted as the share of main memory that one CTA per SM streams
   (SMs × CTA bandwidth / memory bandwidth): a kernel keeps as many bytes in flight as the device it is tuned for
   needs to fill its memory pipe (Little's law: bandwidth × latency / SMs), so a device with more bandwidth per SM
@@ -69,8 +73,8 @@ FIGURES: dict[str, Callable[[Hardware], float]] = {
     "cache_latency_s": lambda hw: float(hw.memory[_cache(hw)].latency_s or 0.0),
 }
 #: Normalised values tied to the attention kernel family rather than to the device.
-FAMILY_FIELDS = ("attention_tensor_rel", "attention_overhead_cycles", "prefill_attention_overhead_cycles", "attention_tile_rt",
-                 "prefill_attention_tile_rt", "attention_cta_share")
+FAMILY_FIELDS = ("attention_tensor_rel", "attention_overhead_cycles", "prefill_attention_overhead_cycles", "attention_tile_fam",
+                 "prefill_attention_tile_fam", "attention_cta_share")
 #: Normalised values carried only between siblings: the energy per FLOP is a property of one SM design, board
 #: and cooling (fit: H100 never reaches its 700 W on GEMMs, L40S and GB200 do at different energies per FLOP), so
 #: another design's would invent or hide a power limit.
@@ -143,9 +147,9 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
     if e.attention_tensor is not None:  # relative to the GEMM's: a clock held below the datasheet's slows both
         v["attention_tensor_rel"] = e.attention_tensor / e.tensor
     if e.attention_tile_s is not None:
-        v["attention_tile_rt"] = e.attention_tile_s / lat
+        v["attention_tile_fam"] = e.attention_tile_s
     if e.prefill_attention_tile_s is not None:
-        v["prefill_attention_tile_rt"] = e.prefill_attention_tile_s / lat
+        v["prefill_attention_tile_fam"] = e.prefill_attention_tile_s
     if e.attention_cta_bytes_per_s is not None:  # one CTA per SM streaming, as a fraction of main memory
         v["attention_cta_share"] = e.attention_cta_bytes_per_s * fig["units"] / fig["main_bandwidth_bytes_per_s"]
     if e.row_kernel_s is not None:
@@ -179,13 +183,13 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
     if "memory_main" in values:
         memory[hw.main_memory] = values["memory_main"]
     out["memory"] = memory
-    if "attention_tile_rt" in values:
-        out["attention_tile_s"] = values["attention_tile_rt"] * lat
+    if "attention_tile_fam" in values:
+        out["attention_tile_s"] = values["attention_tile_fam"]
     if "row_kernel_rt" in values:
         out["row_kernel_s"] = values["row_kernel_rt"] * lat
         out["kernel_floor_s"] = values.get("kernel_floor_rt", 0.0) * lat
-    if "prefill_attention_tile_rt" in values:
-        out["prefill_attention_tile_s"] = values["prefill_attention_tile_rt"] * lat
+    if "prefill_attention_tile_fam" in values:
+        out["prefill_attention_tile_s"] = values["prefill_attention_tile_fam"]
     if "attention_cta_share" in values:
         fig = figures(hw)
         out["attention_cta_bytes_per_s"] = values["attention_cta_share"] * fig["main_bandwidth_bytes_per_s"] / fig["units"]
