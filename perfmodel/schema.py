@@ -76,6 +76,8 @@ _TEXT = [
 ]
 _FLAGS = [
     _q("memory_fits", "", "weights + cache + activations fit the device's main memory", "flag"),
+    _q("within_context", "", "prompt + generated tokens fit the model's max_position_embeddings (report: a "
+                             "point beyond is left out)", "flag"),
     _q("ok", "", "the planned configuration meets every target", "flag"),
     _q("search_capped", "", "the largest-batch search stopped at the review's max_batch", "flag"),
     _q("causal", "", "causal attention mask (measurement tables)", "flag"),
@@ -249,7 +251,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
                "prompt_len", "gen_len", "steps", "ops", "peak_flops", "bandwidth_bytes_per_s", "ridge_point",
                "flops", "bytes", "flops_per_step", "hbm_bytes_per_step", "arithmetic_intensity", "time_s",
                "achieved_flops_per_s", "peak_fraction", "<class>_time_per_step_s", "time_per_step_s", "prefill_s",
-               "latency_s", "tokens_per_s", "bound", "memory_total_bytes", "memory_fits", "power_w",
+               "latency_s", "tokens_per_s", "bound", "memory_total_bytes", "memory_fits", "within_context", "power_w",
                "energy_per_token_j", "cost_per_million_tokens_usd", "reference", "reference_latency_s",
                "fixed_latency_s", "denoising_steps", "latency_per_denoising_step_s", "crossover_steps", "tokens_per_step", "kv_cache.format", "kv_cache.bits",
                "cache_bytes_per_token", "memory_cache_bytes", "speedup", "attention.kind", "attention.token_budget",

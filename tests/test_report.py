@@ -251,6 +251,16 @@ def test_largest_batch_fits_and_the_next_does_not(review_file):
     assert largest_batch(ctx, device, method, 512, 4) == 4  # the whole search range fits
 
 
+def test_points_beyond_a_models_context_are_left_out_and_named(built):
+    # LLaDA-8B was trained to 4,096 tokens: its 32,768-token capacity points are not searched, ARM's are
+    frame = pd.read_csv(built.out_dir / "tables" / "capacity_batch.csv")
+    long = frame[frame.prompt_len == 32768].set_index(["hardware", "configuration"])
+    assert not long.loc[("h100-sxm", "DLM"), "within_context"] and long.loc[("h100-sxm", "DLM"), "max_batch"] == 0
+    assert long.loc[("h100-sxm", "ARM"), "within_context"] and long.loc[("h100-sxm", "ARM"), "max_batch"] > 0
+    assert built.beyond_context == {"llada-8b": 4096}
+    assert "beyond the model's context" in built.report_md.read_text()
+
+
 def test_validation_error_table_by_kind(built):
     errors = pd.read_csv(built.out_dir / "tables" / "validation_errors.csv")
     assert set(errors["kind"]) == {"gemm", "attention"}

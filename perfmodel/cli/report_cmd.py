@@ -39,6 +39,9 @@ def _run(args: argparse.Namespace) -> int:
         print(result.index_html)
         return 0
     size = sum(f.stat().st_size for f in result.files)
+    for model, limit in result.beyond_context.items():
+        print(f"perfmodel: note: {model}: points with prompts beyond its {limit:,}-token context "
+              "(max_position_embeddings) are left out of the report", file=sys.stderr)
     print(f"wrote {result.index_html} and {result.report_md} ({len(result.files)} files, {size / 1e6:.2f} MB) "
           f"from {result.predictions} predictions in {result.seconds:.1f} s wall time")
     return 0

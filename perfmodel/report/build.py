@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -45,6 +45,7 @@ class BuildResult:
     sections: list[Section]
     predictions: int
     seconds: float
+    beyond_context: dict[str, int] = field(default_factory=dict)  # model -> its longest context, points left out
 
     @property
     def index_html(self) -> Path:
@@ -158,4 +159,5 @@ def build_report(review: str | Path, out_dir: str | Path, progress: Callable[[st
     meta = (f"Review {review_path.name} · perfmodel {__version__} · {spec.engine} engine · devices: "
             f"{', '.join(d.name for d in ctx.devices)} · {ctx.predictions} predictions")
     files = write_report(Path(out_dir), spec, meta, sections, force)
-    return BuildResult(Path(out_dir), files, sections, ctx.predictions, time.perf_counter() - start)
+    return BuildResult(Path(out_dir), files, sections, ctx.predictions, time.perf_counter() - start,
+                       dict(ctx.beyond_context))

@@ -52,11 +52,12 @@ def build(ctx: Context) -> Section:
     for device in ctx.devices:
         for method in ctx.review.methods:
             for length in cap.context:
-                batch = largest_batch(ctx, device, method, length, cap.max_batch)
+                within = ctx.within_context(ctx.predict_method(device, method, {"batch": 1, "prompt_len": length}))
+                batch = largest_batch(ctx, device, method, length, cap.max_batch) if within else 0
                 row = {"hardware": device.name, "configuration": method.label, "prompt_len": length,
                        "max_batch": batch, "tokens_held": 0, "memory_total_bytes": float("nan"),
                        "memory_capacity_bytes": device.hardware.memory_capacity_bytes,
-                       "search_capped": batch == cap.max_batch}
+                       "search_capped": batch == cap.max_batch, "within_context": within}
                 if batch:
                     pred = ctx.predict_method(device, method, {"batch": batch, "prompt_len": length})
                     c, mem = pred.summary["context"], pred.summary["memory"]
@@ -66,6 +67,7 @@ def build(ctx: Context) -> Section:
             pred = ctx.predict_method(device, method, {"batch": cap.target_batch, "prompt_len": cap.target_context})
             mem = pred.summary["memory"]
             target_rows.append({"hardware": device.name, "configuration": method.label, "batch": cap.target_batch,
+                                "within_context": ctx.within_context(pred),
                                 "prompt_len": cap.target_context, "memory_weights_bytes": mem["weights_bytes"],
                                 "memory_cache_bytes": mem["cache_bytes"],
                                 "memory_activation_bytes": mem["activation_bytes"],
@@ -80,7 +82,8 @@ def build(ctx: Context) -> Section:
         "prompt_len", "prompt length (tokens)", "configuration", ctx.method_styles, "hardware", ctx.device_linestyles)
     paragraphs = [
         f"Largest batch found by a bracketing search up to {fmt(cap.max_batch)} (a capped search is flagged in the table); "
-        f"prompts whose batch 1 does not fit are left out of the plot. Devices needed for the target of "
+        f"prompts whose batch 1 does not fit, or that exceed the model's longest context, are left out of the "
+        f"plot (a batch of 0 in the table). Devices needed for the target of "
         f"{fmt(cap.target_batch)} sequences with {fmt(cap.target_context)}-token prompts is the memory-only lower "
         f"bound ⌈total bytes / capacity⌉: it assumes weights, cache and activations split evenly over the devices "
         f"(tensor parallelism) and ignores communication buffers.",
@@ -89,6 +92,7 @@ def build(ctx: Context) -> Section:
         need = target[target.hardware == device.name]
         paragraphs.append(f"On {device.name}: " + "; ".join(
             f"{r.configuration} needs {fmt(r['gpus'])} ({fmt(r['memory_total_bytes'])} B)"
+            + ("" if r["within_context"] else ", beyond the model's context")
             for _, r in need.iterrows()) + ".")
     figure = Figure("capacity", "Largest batch that fits each device (left) and the tokens it holds (right) against "
                     "prompt length.", plots.to_png(fig, ctx.review.dpi))

@@ -6,8 +6,10 @@ instead of recomputing it. Sections read numbers only from the Prediction object
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 from perfmodel.prediction import Prediction
@@ -62,6 +64,10 @@ class Context:
     devices: list[Device]
     _cache: dict[tuple, Prediction] = field(default_factory=dict, repr=False)
     _scenarios: dict[tuple, Scenario] = field(default_factory=dict, repr=False)
+    _limits: dict[str, int | None] = field(default_factory=dict, repr=False)
+    _within: dict[int, bool] = field(default_factory=dict, repr=False)
+    #: (model, longest context it supports) of every point asked for beyond it: left out of the tables and plots
+    beyond_context: dict[str, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_review(cls, review: Review, base_dir: Path) -> "Context":
@@ -90,9 +96,32 @@ class Context:
         overrides = dict(overrides or {})
         key = (device.name, model, scenario, tuple(sorted((k, repr(v)) for k, v in overrides.items())))
         if key not in self._cache:
-            self._cache[key] = predict(device.hardware, resolve_name(model, self.base_dir),
-                                       resolve_name(scenario, self.base_dir), overrides, self.review.engine)
+            with warnings.catch_warnings():  # a point beyond the model's context is flagged (within_context)
+                warnings.filterwarnings("ignore", message=".*max_position_embeddings")
+                pred = predict(device.hardware, resolve_name(model, self.base_dir),
+                               resolve_name(scenario, self.base_dir), overrides, self.review.engine)
+            self._cache[key] = pred
+            self._within[id(pred)] = self._check_context(model, pred)
         return self._cache[key]
+
+    def within_context(self, pred: Prediction) -> bool:
+        """Whether a prediction's prompt (and generation) fit its model's max_position_embeddings (a point
+        beyond is left out of the report's tables and plots, and listed in :attr:`beyond_context`)."""
+        return self._within[id(pred)]
+
+    def _check_context(self, model: str, pred: Prediction) -> bool:
+        from perfmodel.specs.model import load_model
+        from perfmodel.specs.sanity import prompt_findings
+
+        if model not in self._limits:
+            self._limits[model] = load_model(resolve_name(model, self.base_dir)).max_position_embeddings
+        c = pred.summary["context"]
+        limit = self._limits[model]
+        spec = SimpleNamespace(name=c["model"], max_position_embeddings=limit)
+        if prompt_findings(spec, SimpleNamespace(prompt_len=c["prompt_len"], gen_len=c["gen_len"])):
+            self.beyond_context[c["model"]] = int(limit)
+            return False
+        return True
 
     def predict_method(self, device: Device, method: MethodEntry, overrides: Mapping[str, Any] | None = None
                        ) -> Prediction:

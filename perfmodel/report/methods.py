@@ -28,16 +28,21 @@ def _row(ctx: Context, device: Device, method: MethodEntry, overrides: dict) -> 
             "prompt_len": c["prompt_len"], "gen_len": c["gen_len"], "steps": s["steps"], "latency_s": s["latency_s"],
             "tokens_per_s": s["tokens_per_s"], "time_per_step_s": s["time_per_step_s"],
             "memory_total_bytes": s["memory"]["total_bytes"], "memory_fits": s["memory"]["fits"],
-            "bound": s["bound"], "energy_per_token_j": s["energy_per_token_j"],
-            "cost_per_million_tokens_usd": s["cost_per_million_tokens_usd"]}
+            "within_context": ctx.within_context(pred), "bound": s["bound"],
+            "energy_per_token_j": s["energy_per_token_j"], "cost_per_million_tokens_usd": s["cost_per_million_tokens_usd"]}
 
 
 def _sweep(ctx: Context, key: str, values: list[int]) -> pd.DataFrame:
     return pd.DataFrame([_row(ctx, d, m, {key: v}) for d in ctx.devices for m in ctx.review.methods for v in values])
 
 
+def _usable(frame: pd.DataFrame) -> pd.Series:
+    """Points shown: they fit the device's memory and the model's context."""
+    return frame.memory_fits & frame.within_context
+
+
 def _sweep_figure(ctx: Context, frame: pd.DataFrame, x: str, xlabel: str):
-    fits = frame[frame.memory_fits]
+    fits = frame[_usable(frame)]
     panels = [plots.Panel("latency", fits, "latency_s", "end-to-end latency (s)"),
               plots.Panel("throughput", fits, "tokens_per_s", "throughput (tokens/s)")]
     return plots.lines(panels, x, xlabel, "configuration", ctx.method_styles, "hardware", ctx.device_linestyles)
@@ -138,7 +143,7 @@ def build(ctx: Context) -> Section:
     steps_text, steps_fig, steps_tables = _steps_part(ctx)
     if steps_fig is not None:
         figures.append(steps_fig)
-    top = batch[batch.memory_fits].sort_values("tokens_per_s", ascending=False).head(1)
+    top = batch[_usable(batch)].sort_values("tokens_per_s", ascending=False).head(1)
     paragraphs = ["Each method runs its own model and scenario; only the swept field changes."]
     if len(top):
         best = top.iloc[0]
@@ -146,16 +151,24 @@ def build(ctx: Context) -> Section:
                           f"batch {fmt(best.batch)}: {fmt(best['tokens_per_s'])} tokens/s.")
     paragraphs += steps_text
     big = max(sweeps.context)
-    at_big = context[(context.prompt_len == big) & context.memory_fits]
+    at_big = context[(context.prompt_len == big) & _usable(context)]
     if len(at_big):
         quick = at_big.loc[at_big["latency_s"].idxmin()]
         paragraphs.append(f"At a {fmt(big)}-token prompt the lowest latency is {quick.configuration} on "
                           f"{quick.hardware}: {fmt(quick['latency_s'])} s.")
     keys = ["hardware", "configuration"]
-    tables = [Table("methods_batch_summary", "Latency and throughput against batch size (dash: does not fit)",
-                    wide(batch, keys, "batch", VALUES, batch.memory_fits)),
-              Table("methods_context_summary", "Latency and throughput against prompt length (dash: does not fit)",
-                    wide(context, keys, "prompt_len", VALUES, context.memory_fits)),
+    out = pd.concat([batch, context])
+    out = out[~out.within_context]
+    if len(out):
+        paragraphs.append(
+            f"Points beyond a model's longest context are left out ({', '.join(dict.fromkeys(out.configuration))}: "
+            + "; ".join(f"{m} supports {fmt(n)} tokens" for m, n in ctx.beyond_context.items())
+            + "); the model was not trained for them, so its cost there answers no real question.")
+    tables = [Table("methods_batch_summary", "Latency and throughput against batch size (dash: does not fit the "
+                    "memory or the model's context)", wide(batch, keys, "batch", VALUES, _usable(batch))),
+              Table("methods_context_summary", "Latency and throughput against prompt length (dash: does not fit "
+                    "the memory or the model's context)", wide(context, keys, "prompt_len", VALUES,
+                                                               _usable(context))),
               Table("methods_batch", "Every point of the batch sweep", batch, shown=0),
               Table("methods_context", "Every point of the prompt-length sweep", context, shown=0), *steps_tables]
     return Section("methods", "ARM vs DLM vs block-wise diffusion", paragraphs, figures, tables)

@@ -25,7 +25,8 @@ def _row(ctx: Context, device: Device, scenario: str, overrides: dict, baseline_
             "kv_cache.bits": cache.effective_bits, "batch": c["batch"], "prompt_len": c["prompt_len"],
             "cache_bytes_per_token": cache_bytes_per_token(pred), "memory_cache_bytes": s["memory"]["cache_bytes"],
             "time_per_step_s": step_s, "speedup": (baseline_s / step_s) if baseline_s else 1.0,
-            "memory_fits": s["memory"]["fits"], "energy_per_token_j": s["energy_per_token_j"]}
+            "memory_fits": s["memory"]["fits"], "within_context": ctx.within_context(pred),
+            "energy_per_token_j": s["energy_per_token_j"]}
 
 
 def _sweeps(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, int], float]]:

@@ -28,7 +28,7 @@ def _row(ctx: Context, device: Device, scenario: str, overrides: dict) -> dict:
     return {"hardware": device.name, "scenario": scenario, "attention.kind": sc.attention.kind,
             "attention.token_budget": budget, "prompt_len": pred.summary["context"]["prompt_len"], TIME: seconds,
             BYTES: nbytes, "time_per_step_s": pred.summary["time_per_step_s"],
-            "memory_fits": pred.summary["memory"]["fits"]}
+            "memory_fits": pred.summary["memory"]["fits"], "within_context": ctx.within_context(pred)}
 
 
 def build(ctx: Context) -> Section:
