@@ -155,6 +155,8 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
     if e.row_kernel_s is not None:
         v["row_kernel_rt"] = e.row_kernel_s / lat
         v["kernel_floor_rt"] = e.kernel_floor_s / lat
+        if e.row_kernel_bandwidth:
+            v["row_kernel_bandwidth"] = e.row_kernel_bandwidth
     if e.energy_per_flop_j is not None:
         v["energy_per_flop_j"] = e.energy_per_flop_j
         v["power_window_s"] = e.power_window_s
@@ -188,6 +190,8 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
     if "row_kernel_rt" in values:
         out["row_kernel_s"] = values["row_kernel_rt"] * lat
         out["kernel_floor_s"] = values.get("kernel_floor_rt", 0.0) * lat
+        if "row_kernel_bandwidth" in values:
+            out["row_kernel_bandwidth"] = values["row_kernel_bandwidth"]
     if "prefill_attention_tile_fam" in values:
         out["prefill_attention_tile_s"] = values["prefill_attention_tile_fam"]
     if "attention_cta_share" in values:
@@ -296,7 +300,7 @@ def carry(hw: Hardware) -> Hardware:
 
 #: Terms a device's own calibration may lack (no dataset measured them there): taken by the rule from the devices
 #: that have them.
-COMPLETED = ("row_kernel_s", "kernel_floor_s")
+COMPLETED = ("row_kernel_s", "kernel_floor_s", "row_kernel_bandwidth")
 
 
 def _complete(hw: Hardware, sources: Sequence[Hardware]) -> Hardware:

@@ -252,6 +252,24 @@ def test_row_kernels_run_in_waves_of_resident_blocks():
     assert float(time_ops([op], H100).time[0]) == pytest.approx(float(an.time[0]), rel=0.05)
 
 
+def test_a_full_row_kernel_is_paced_by_the_bandwidth_such_kernels_reach():
+    """SiLU·mul over 4,096 tokens of 11,008 on an H100: 16 waves of 264 blocks (1,024 threads, two per SM), 11
+    passes each. A wave's pass moves 264 blocks' share of the bytes; at the row-kernel bandwidth that takes longer
+    than the idle round trip, so the passes are paced by it and the kernel by its bytes at that rate."""
+    op = ops.elementwise("act", 4096, 11008, inputs=2, outputs=1, flops_per_element=5, variant="silu_mul")
+    eff = H100.efficiency
+    rate = eff.row_kernel_bandwidth * H100.main_bandwidth_bytes_per_s
+    trip = 264 * op.bytes / (4096 * 11) / rate
+    assert trip > eff.row_kernel_s
+    an = analytic.time_ops([op], H100)
+    fixed = eff.launch_s + H100.memory["hbm"].latency_s
+    assert float(an.time[0]) == pytest.approx(16 * 11 * trip + fixed, rel=1e-6)
+    # one token: the same passes at the idle round trip
+    one = analytic.time_ops([ops.elementwise("act", 1, 11008, inputs=2, outputs=1, variant="silu_mul")], H100)
+    assert float(one.time[0]) == pytest.approx(11 * eff.row_kernel_s + fixed, rel=1e-6)
+    assert float(time_ops([op], H100).time[0]) == pytest.approx(float(an.time[0]), rel=0.05)
+
+
 def test_an_embedding_lookup_of_few_ids_walks_them_one_after_another():
     """PyTorch's index_select with 16 ids or fewer (indexSelectSmallIndex): 32 blocks of 128 threads span one
     4,096-wide row and walk the ids in turn, a pass (id from cache, then the table element) for each; above 16

@@ -262,16 +262,16 @@ def fit_row_kernels(table: pd.DataFrame, hardware: Hardware) -> tuple[Hardware, 
 
     def with_block(x) -> Hardware:
         return hardware.model_copy(update={"efficiency": hardware.efficiency.model_copy(
-            update={"row_kernel_s": float(x[0]), "kernel_floor_s": float(x[1])})})
+            update={"row_kernel_s": float(x[0]), "kernel_floor_s": float(x[1]), "row_kernel_bandwidth": float(x[2])})})
 
     def residuals(x):
         pred = predict_table(rows, with_block(x))
         return np.log(np.maximum(pred.predicted_s.to_numpy(), 1e-9) / pred.measured_s.to_numpy())
 
-    res = least_squares(residuals, np.array([1e-6, 1e-6]), bounds=([1e-8, 0.0], [50e-6, 20e-6]),
-                        x_scale=[1e-6, 1e-6], diff_step=1e-3)
+    res = least_squares(residuals, np.array([1e-6, 1e-6, 0.6]), bounds=([1e-8, 0.0, 0.05], [50e-6, 20e-6, 1.0]),
+                        x_scale=[1e-6, 1e-6, 0.1], diff_step=1e-3)
     return with_block(res.x), {"hardware": hardware.name, "rows": int(len(rows)), "row_kernel_s": float(res.x[0]),
-                               "kernel_floor_s": float(res.x[1]),
+                               "kernel_floor_s": float(res.x[1]), "row_kernel_bandwidth": float(res.x[2]),
                                "rms_log_error": float(np.sqrt(np.mean(res.fun ** 2)))}
 
 
@@ -297,6 +297,8 @@ def efficiency_block(hw: Hardware, report: dict[str, Any]) -> str:
             block[name] = float(f"{e[name]:.4g}")
     if eff.row_kernel_s and report.get("row_kernels"):  # fitted here; otherwise the transfer rule completes it
         block["row_kernel_s"] = float(f"{eff.row_kernel_s:.4g}")
+        if eff.row_kernel_bandwidth:
+            block["row_kernel_bandwidth"] = round(eff.row_kernel_bandwidth, 3)
         block["kernel_floor_s"] = float(f"{eff.kernel_floor_s:.4g}") if eff.kernel_floor_s >= 1e-12 else 0.0
     block["calibrated_for"] = {k: float(f"{v:.6g}") for k, v in (eff.calibrated_for or {}).items()}
     block["note"] = eff.note

@@ -215,11 +215,13 @@ def _row_kernels(stack: OpStack, hw: Hardware, t: _Terms) -> None:
         return
     sm = tiling.sm_version(hw.compute.architecture, hw.compute.sm_version)
     cache_s = row_cache_latency(hw)
-    key = ("row kernels", hw.compute.units, sm, pass_s, cache_s)  # every number of the device the chain reads
+    stream_bw = row_stream_bandwidth(hw)
+    key = ("row kernels", hw.compute.units, sm, pass_s, cache_s, stream_bw)  # every number of the device it reads
     if key not in stack.memo:
         c = g.columns
         stack.memo[key] = tiling.row_kernel_time(c["tokens"], c["width"], c["threads"], c["passes"],
-                                                 sms=hw.compute.units, sm=sm, pass_s=pass_s, cache_s=cache_s)
+                                                 sms=hw.compute.units, sm=sm, pass_s=pass_s, cache_s=cache_s,
+                                                 nbytes=stack.bytes[g.rows], stream_bw=stream_bw)
     chain = stack.memo[key]
     r = _each(stack, g.rows)
     # a chain of round trips is latency: what it adds beyond the busiest term is charged with the fixed costs
@@ -227,6 +229,13 @@ def _row_kernels(stack: OpStack, hw: Hardware, t: _Terms) -> None:
     for name in [k for k in t.arrays if k.startswith("time:")]:
         busy = np.maximum(busy, t.rows(name, r))
     t.put("overhead", r, t.rows("overhead", r) + np.maximum(chain - busy, 0.0))
+
+
+def row_stream_bandwidth(hw: Hardware) -> float | None:
+    """Main-memory bandwidth row kernels reach when every SM is full (``efficiency.row_kernel_bandwidth``), or
+    None (passes never slowed by the load)."""
+    f = hw.efficiency.row_kernel_bandwidth
+    return f * hw.main_bandwidth_bytes_per_s if f else None
 
 
 def row_cache_latency(hw: Hardware) -> float:

@@ -328,7 +328,8 @@ def row_kernels(op: Op, hw: Hardware) -> list[Kernel] | None:
     passes = tiling.row_passes(op.kind, variant, widths, threads)
     blocks, resident, block_s = (np.broadcast_to(a, (n,)) for a in tiling.row_grid(
         tokens, widths, threads, passes, sms=hw.compute.units, sm=sm, pass_s=pass_s,
-        cache_s=analytic.row_cache_latency(hw)))
+        cache_s=analytic.row_cache_latency(hw), nbytes=_values(op, "bytes", op.bytes),
+        stream_bw=analytic.row_stream_bandwidth(hw)))
     threads = np.broadcast_to(threads, (n,))
     srv = _servings(op, hw)
     work_sm_s = (_values(op, "flops", op.flops) / _compute_rate(op, hw) + _vector_s(op, hw)) * hw.compute.units

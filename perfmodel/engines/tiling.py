@@ -512,10 +512,14 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
 # Resident blocks per SM follow from the threads an SM holds (CUDA C Programming Guide, compute capabilities:
 # 2048 on sm_80/90/100/103, 1536 on sm_86/89/120) and a limit on blocks per SM. A block's threads loop over the
 # row with a stride of the block size; every pass of the loop loads, computes and stores through pointers the
-# compiler cannot prove distinct, so the next pass's loads wait for this one's: a pass is one main-memory round
-# trip under load (``efficiency.row_kernel_s``). A block takes ⌈per-row elements / threads⌉ passes, the rotary
-# kernel one more (the token's position addresses its cos/sin row), and a grid of many rows
-# ⌈rows / resident blocks⌉ waves of blocks.
+# compiler does not run ahead of, so a pass costs a memory round trip (vidur's profiles of one token on an H100:
+# SiLU·mul 1,376 -> 11,008 wide, 2 -> 11 passes, 1 -> 6-7 us): ``efficiency.row_kernel_s``. A block takes
+# ⌈per-row elements / threads⌉ passes, the rotary kernel one more (the token's position addresses its cos/sin
+# row), and a grid of many rows ⌈rows / resident blocks⌉ waves of blocks. With every SM full, one element per
+# thread per pass keeps too few bytes in flight to cover the memory's latency (Little's law), and the requests
+# queue: a pass then takes the resident blocks' bytes at the bandwidth such kernels reach
+# (``efficiency.row_kernel_bandwidth``, a fraction of main memory's; vidur: a full-load SiLU·mul on an H100 runs
+# at 58% of HBM bandwidth) when that is longer than the round trip.
 # Embedding lookups run PyTorch's index_select (F.embedding; aten/src/ATen/native/cuda/Indexing.cu,
 # index_select_out_cuda_impl). Above 16 ids, indexSelectLargeIndex: a grid-stride loop over the output's elements
 # on min(⌈elements / 128⌉, 8 · SMs) blocks of 128 threads, one element per thread per pass. With 16 ids or fewer,
@@ -570,10 +574,11 @@ def row_blocks_per_sm(threads: Any, sm: int | None) -> Any:
 
 
 def row_grid(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: int, sm: int | None, pass_s: float,
-             cache_s: float) -> tuple[Any, Any, Any]:
+             cache_s: float, nbytes: Any = 0.0, stream_bw: float | None = None) -> tuple[Any, Any, Any]:
     """Blocks, resident blocks per SM and one block's time of a row kernel (``passes`` > 0: a block per token,
-    ``passes`` round trips ``pass_s`` each) or an embedding lookup (``passes`` 0: the grid-stride gather, each
-    pass ``pass_s`` plus the cache round trip ``cache_s`` of its id)."""
+    ``passes`` round trips) or an embedding lookup (``passes`` 0: the grid-stride gather, each pass a round trip
+    plus the cache round trip ``cache_s`` of its id). A round trip takes ``pass_s``, or, when the resident blocks'
+    bytes of one pass (the op's ``nbytes`` spread over its blocks' passes) take longer at ``stream_bw``, that."""
     tokens = np.ceil(np.maximum(np.asarray(tokens, dtype=float), 1.0))
     elements = tokens * np.asarray(width, dtype=float)
     threads = np.asarray(threads, dtype=float)
@@ -584,14 +589,20 @@ def row_grid(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: int, sm
     gather_blocks = np.minimum(np.ceil(span / GATHER_THREADS), GATHER_BLOCKS_PER_SM * sms)
     gather_passes = np.ceil(span / (np.maximum(gather_blocks, 1.0) * GATHER_THREADS)) * np.where(small, tokens, 1.0)
     blocks = np.where(gather, np.maximum(gather_blocks, 1.0), tokens)
-    block_s = np.where(gather, gather_passes * (pass_s + cache_s), passes * pass_s)
-    return blocks, row_blocks_per_sm(threads, sm), block_s
+    per_sm = row_blocks_per_sm(threads, sm)
+    n_passes = np.maximum(np.where(gather, gather_passes, passes), 1.0)
+    trip = pass_s
+    if stream_bw:
+        resident = np.minimum(blocks, sms * per_sm)
+        trip = np.maximum(pass_s, resident * np.asarray(nbytes, dtype=float) / (blocks * n_passes) / stream_bw)
+    block_s = np.where(gather, gather_passes * (trip + cache_s), passes * trip)
+    return blocks, per_sm, block_s
 
 
 def row_kernel_time(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: int, sm: int | None,
-                    pass_s: float, cache_s: float) -> Any:
+                    pass_s: float, cache_s: float, nbytes: Any = 0.0, stream_bw: float | None = None) -> Any:
     """Least time of a row kernel or embedding lookup: ⌈blocks / (SMs · resident blocks)⌉ waves of one block's
     passes (:func:`row_grid`)."""
     blocks, per_sm, block_s = row_grid(tokens, width, threads, passes, sms=sms, sm=sm, pass_s=pass_s,
-                                       cache_s=cache_s)
+                                       cache_s=cache_s, nbytes=nbytes, stream_bw=stream_bw)
     return np.ceil(blocks / (sms * per_sm)) * block_s

@@ -171,6 +171,11 @@ class Efficiency(Spec):
                                 "that launch one block per token, and embedding lookups): a main-memory round trip "
                                 "under load; a block takes one pass per block-size of its row; default: not "
                                 "modelled, the op is timed by its bytes (perfmodel/engines/tiling.py) (s)")
+    row_kernel_bandwidth: float | None = Field(
+        None, gt=0, le=1, description="fraction of main-memory bandwidth a row kernel reaches with every SM full "
+                                      "(one element per thread per pass keeps few bytes in flight): a pass then "
+                                      "takes the resident blocks' bytes at this rate when that is longer than "
+                                      "row_kernel_s; default: never slowed by the load")
     energy_per_flop_j: float | None = Field(
         None, gt=0, description="energy (J) per tensor FLOP at the attainable rate, idle power included: a kernel "
                                 "whose FLOP rate x this exceeds power.tdp_w is slowed to the TDP once the power "
