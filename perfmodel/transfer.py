@@ -18,6 +18,9 @@ common in units that do not depend on the device's size or speed, and re-applies
   in seconds, 38% and 56% in round trips (the only pair that tells the two rules apart);
 - a row kernel's pass (and the shortest kernel a profiler shows) is counted in main-memory round trips,
   re-applied with the new device's latency;
+- the cache's achievable fraction comes from the devices whose GEMM kernels move operands the same way (each CTA
+  its own panels, or a cluster sharing them by multicast): the fits group that way (A100 0.62 and L40S 0.68; H100
+  0.90 and GB200 1.0), the devices' own cache bandwidths notwithstanding;
 - the bandwidth one attention CTA sustains is counted as the share of main memory that one CTA per SM streams
   (SMs × CTA bandwidth / memory bandwidth): a kernel keeps as many bytes in flight as the device it is tuned for
   needs to fill its memory pipe (Little's law: bandwidth × latency / SMs), so a device with more bandwidth per SM
@@ -36,7 +39,8 @@ The rule, in order (:func:`resolve`):
    B200 and B300 from GB200): the median of their normalised values;
 4. **cross-device**: the median over every calibrated GPU of each normalised value; values that belong to the
    attention kernel family (FlashAttention-2, FlashAttention-3, TensorRT-LLM) come from calibrated devices running
-   the same family when there are any.
+   the same family when there are any, and the cache fraction from devices whose GEMMs move operands the same
+   way (:data:`OPERAND_PATH_FIELDS`).
 
 The kernel family a device runs follows its architecture (:data:`ATTENTION_KERNELS`) unless its spec names one.
 The rule and the devices it drew from are written into ``efficiency.note``. ``benchmarks/transfer.py`` checks it
@@ -120,6 +124,22 @@ def attention_kernel(hw: Hardware) -> str:
     return ATTENTION_KERNELS.get(_sm(hw) or 0, "fa2")
 
 
+#: Normalised values tied to how the device's GEMM kernels move operands through the cache: one CTA loading its
+#: own panels (Ampere and Ada's cp.async kernels) or a cluster sharing them by TMA multicast (Hopper, datacenter
+#: Blackwell; :func:`perfmodel.engines.tiling.operand_sharing`).
+OPERAND_PATH_FIELDS = ("memory_cache",)
+
+
+def _sharing(hw: Hardware) -> tuple[float, float]:
+    from perfmodel.engines.tiling import operand_sharing
+
+    return operand_sharing(hw.compute.architecture, hw.compute.sm_version)
+
+
+def _multicast(sharing: tuple[float, float]) -> bool:
+    return tuple(sharing) != (1.0, 1.0)
+
+
 def _latency(fig: dict[str, float]) -> float:
     return fig["main_latency_s"] or 500e-9
 
@@ -132,6 +152,7 @@ class Normalised:
     kernel: str
     device: str
     family: str | None
+    sharing: tuple[float, float] = (1.0, 1.0)
 
 
 def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
@@ -160,7 +181,7 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
     if e.energy_per_flop_j is not None:
         v["energy_per_flop_j"] = e.energy_per_flop_j
         v["power_window_s"] = e.power_window_s
-    return Normalised(v, attention_kernel(hw), hw.name, family(hw))
+    return Normalised(v, attention_kernel(hw), hw.name, family(hw), _sharing(hw))
 
 
 def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> Efficiency:
@@ -254,12 +275,18 @@ def combine(target: Hardware, sources: Sequence[Hardware]) -> tuple[dict[str, fl
                + (f"; attention-kernel values from {', '.join(n.device for n in same_kernel)} ({used}"
                   + (f", the nearest kernel design to {kernel})" if used != kernel else ")")
                   if same_kernel else f"; no calibrated device runs {kernel}: its attention values are the median too"))
+        path = [n for n in norm if _multicast(n.sharing) == _multicast(_sharing(target))]
+        if path:
+            how += (f"; cache fraction from {', '.join(n.device for n in path)} (GEMM operands "
+                    + ("multicast" if _multicast(_sharing(target)) else "loaded per CTA") + ")")
     values: dict[str, float] = {}
     keys = sorted({k for n in norm for k in n.values})
     for key in keys:
         if key in SIBLING_ONLY and not siblings:
             continue
         group = same_kernel if (key in FAMILY_FIELDS and same_kernel) else pool
+        if key in OPERAND_PATH_FIELDS and not siblings:
+            group = [n for n in pool if _multicast(n.sharing) == _multicast(_sharing(target))] or pool
         vals = [n.values[key] for n in group if key in n.values]
         if vals:
             values[key] = _median(vals)

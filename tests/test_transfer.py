@@ -81,6 +81,12 @@ def test_cross_device_rule_is_the_median_in_device_independent_units(tmp_path):
     assert hw.efficiency.attention_kernel == "fa2"
     tiles = [s.efficiency.attention_tile_s for s in sources if s.efficiency.attention_kernel == "fa2"]
     assert len(tiles) == 2 and hw.efficiency.attention_tile_s == pytest.approx(statistics.median(tiles))
+    # the cache fraction: the median of the devices whose GEMM kernels load operands per CTA, as an unknown
+    # architecture's do (A100 and L40S), not of the multicasting H100 and GB200
+    per_cta = [s.efficiency.memory_fraction(transfer._cache(s)) for s in sources
+               if transfer._sharing(s) == (1.0, 1.0)]
+    assert len(per_cta) == 2 and hw.efficiency.memory_fraction("l2") == pytest.approx(statistics.median(per_cta))
+    assert "cache fraction from" in hw.efficiency.note
     # a row kernel's pass: the median in main-memory round trips
     lat = hw.memory["hbm"].latency_s
     rts = [s.efficiency.row_kernel_s / s.memory[s.main_memory].latency_s for s in sources]
