@@ -192,17 +192,17 @@ def make_case(rng: random.Random) -> Case:
         dimension = dimension_of(str(path[-1]))
         if klass == "unit string":
             node[path[-1]], expect = unit_string(dimension, rng)
-            return Case(kind, base, klass, field, yaml.safe_dump(mutated, allow_unicode=True), expect_value=expect)
+            return Case(kind, base, klass, field, yaml.safe_dump(mutated, allow_unicode=True, sort_keys=False), expect_value=expect)
         if klass == "wrong dimension":
             other = rng.choice([d for d in ORACLE if d != dimension])
             node[path[-1]] = unit_string(other, rng)[0]
         else:
             node[path[-1]] = rng.choice(BAD_GRAMMAR)
-        return Case(kind, base, klass, field, yaml.safe_dump(mutated, allow_unicode=True), must_reject=True)
+        return Case(kind, base, klass, field, yaml.safe_dump(mutated, allow_unicode=True, sort_keys=False), must_reject=True)
     else:
         node[last] = rng.choice(HOSTILE)
         klass = "hostile value"
-    return Case(kind, base, klass, field, yaml.safe_dump(mutated, allow_unicode=True))
+    return Case(kind, base, klass, field, yaml.safe_dump(mutated, allow_unicode=True, sort_keys=False))
 
 
 class TooSlow(Exception):

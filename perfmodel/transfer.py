@@ -208,11 +208,7 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
     out["memory"] = memory
     if "attention_tile_fam" in values:
         out["attention_tile_s"] = values["attention_tile_fam"]
-    if "row_kernel_rt" in values:
-        out["row_kernel_s"] = values["row_kernel_rt"] * lat
-        out["kernel_floor_s"] = values.get("kernel_floor_rt", 0.0) * lat
-        if "row_kernel_bandwidth" in values:
-            out["row_kernel_bandwidth"] = values["row_kernel_bandwidth"]
+    out.update(_row_terms(values, lat))
     if "prefill_attention_tile_fam" in values:
         out["prefill_attention_tile_s"] = values["prefill_attention_tile_fam"]
     if "attention_cta_share" in values:
@@ -222,6 +218,17 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
         if key.endswith("_s") and isinstance(value, float) and 0 < value < 1e-12:
             out[key] = 0.0
     return type(hw.efficiency)(**out)
+
+
+def _row_terms(values: dict[str, float], lat: float) -> dict[str, float]:
+    """The row-kernel terms (:data:`COMPLETED`) of normalised ``values`` at main-memory latency ``lat``."""
+    out: dict[str, float] = {}
+    if "row_kernel_rt" in values:
+        out["row_kernel_s"] = values["row_kernel_rt"] * lat
+        out["kernel_floor_s"] = values.get("kernel_floor_rt", 0.0) * lat
+        if "row_kernel_bandwidth" in values:
+            out["row_kernel_bandwidth"] = values["row_kernel_bandwidth"]
+    return out
 
 
 def calibrated(hw: Hardware) -> bool:
@@ -302,7 +309,17 @@ def transfer(target: Hardware, sources: Sequence[Hardware]) -> Hardware:
     if not values:
         eff = target.efficiency.model_copy(update={"attention_kernel": kernel, "note": how})
     else:
-        eff = realise(values, target, kernel, f"transferred ({how}; attention kernel {kernel})")
+        from pydantic import ValidationError
+
+        from perfmodel.errors import SpecError
+
+        try:
+            eff = realise(values, target, kernel, f"transferred ({how}; attention kernel {kernel})")
+        except (ValidationError, ValueError, ZeroDivisionError, OverflowError) as exc:
+            main = f"memory.{target.main_memory}.bandwidth_bytes_per_s"
+            raise SpecError(f"hardware {target.name}", main, target.main_bandwidth_bytes_per_s,
+                            "figures from which the transfer rule gives a valid efficiency block (it gave: "
+                            f"{' '.join(str(exc).split())[:200]})") from None
     return target.model_copy(update={"efficiency": eff})
 
 
@@ -331,15 +348,16 @@ COMPLETED = ("row_kernel_s", "kernel_floor_s", "row_kernel_bandwidth")
 
 
 def _complete(hw: Hardware, sources: Sequence[Hardware]) -> Hardware:
-    """``hw`` with the terms of :data:`COMPLETED` its calibration lacks taken from ``sources`` by the rule."""
+    """``hw`` with the terms of :data:`COMPLETED` its calibration lacks taken from ``sources`` by the rule; a term
+    the spec writes itself is kept."""
     if hw.efficiency.row_kernel_s is not None:
         return hw
     donors = [s for s in sources if s.name != hw.name and s.efficiency.row_kernel_s is not None]
     if not donors:
         return hw
     values, how = combine(hw, donors)
-    moved = realise(values, hw, attention_kernel(hw), "")
-    update = {k: getattr(moved, k) for k in COMPLETED}
+    update = {k: v for k, v in _row_terms(values, _latency(figures(hw))).items()
+              if k not in hw.efficiency.model_fields_set}
     note = f"{hw.efficiency.note}; row-kernel terms transferred ({how})"
     return hw.model_copy(update={"efficiency": hw.efficiency.model_copy(update={**update, "note": note})})
 

@@ -32,7 +32,7 @@ def _model(tmp: Path, **changes) -> str:
         else:
             data[key] = value
     path = tmp / "model.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(path)
 
 

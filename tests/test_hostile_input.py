@@ -38,7 +38,7 @@ def test_aliases_within_the_limit_still_load(tmp_path):
     for key in ("description", "hf_id"):
         data.pop(key, None)
     path = tmp_path / "alias.yaml"
-    path.write_text(yaml.safe_dump(data) + "description: &d meta-llama/Llama-3.1-8B\nhf_id: *d\n")
+    path.write_text(yaml.safe_dump(data, sort_keys=False) + "description: &d meta-llama/Llama-3.1-8B\nhf_id: *d\n")
     model = load_model(path)
     assert model.hf_id == model.description == "meta-llama/Llama-3.1-8B"
 
@@ -133,7 +133,7 @@ def test_quoted_number_in_a_spec_is_a_number_not_bits(tmp_path):
     data = yaml.safe_load((catalog_dir("hardware") / "h100-sxm.yaml").read_text())
     data["memory"]["hbm"]["capacity_bytes"] = "80e9"
     path = tmp_path / "hw.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     assert load_hardware(path).memory["hbm"].capacity_bytes == 80e9
     assert load_hardware("h100-sxm", {"memory.hbm.capacity_bytes": "80e9"}).memory["hbm"].capacity_bytes == 80e9
 
@@ -194,7 +194,7 @@ def test_every_problem_is_listed_in_the_projects_words(tmp_path):
     data["attention_mask"] = "causl"
     data["num_hidden_layers"] = -2
     path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.raises(SpecError) as info:
         load_model(path)
     text = str(info.value)
@@ -230,3 +230,35 @@ def test_union_fields_of_a_review_are_reported_without_member_names(tmp_path):
     with pytest.raises(SpecError) as info:
         load_review(path)
     assert "hardware.0" in str(info.value) and "HardwareEntry'" not in str(info.value)
+
+
+# -- the memory hierarchy is the order of `memory` --------------------------------------------------------------
+def test_memory_levels_out_of_order_are_refused_not_read_as_another_device(tmp_path):
+    """A YAML tool that sorts keys writes hbm before l2 and smem: read in that order the spec would describe a
+    device whose cache is its HBM. It is refused, naming the level that breaks the order."""
+    data = yaml.safe_load((catalog_dir("hardware") / "h100-sxm.yaml").read_text())
+    path = tmp_path / "sorted.yaml"
+    path.write_text(yaml.safe_dump(data))  # sort_keys=True: memory becomes hbm, l2, smem
+    with pytest.raises(SpecError) as info:
+        load_hardware(path)
+    text = str(info.value)
+    assert "memory.l2.capacity_bytes" in text and "nearest to farthest" in text
+    assert "memory.smem" in text  # the per-SM level after the shared ones
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert list(load_hardware(path).memory) == ["smem", "l2", "hbm"]
+
+
+def test_a_term_the_spec_writes_is_kept_when_the_rule_completes_the_others():
+    # L40S's calibration has no row-kernel rows: the rule completes them, but never over a value the user wrote
+    moved = load_hardware("l40s")
+    mine = load_hardware("l40s", {"efficiency.kernel_floor_s": "2 us"})
+    assert mine.efficiency.kernel_floor_s == pytest.approx(2e-6)
+    assert moved.efficiency.kernel_floor_s != pytest.approx(2e-6)
+    assert mine.efficiency.row_kernel_s == moved.efficiency.row_kernel_s
+
+
+def test_figures_the_transfer_rule_cannot_use_name_the_field():
+    # 60 B/s of HBM on an uncalibrated device: the rule's per-CTA bandwidth would fall below a byte per second
+    with pytest.raises(SpecError) as info:
+        load_hardware("h200-sxm", {"memory.hbm.bandwidth_bytes_per_s": 60})
+    assert info.value.field == "memory.hbm.bandwidth_bytes_per_s"

@@ -166,7 +166,7 @@ def test_hardware_show_lists_findings(tmp_path, capsys):
     spec = yaml.safe_load((catalog_dir("hardware") / "l40s.yaml").read_text())
     spec["compute"]["tensor_flops"]["bf16"] = 733e12  # the sparse figure
     path = tmp_path / "l40s-sparse.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SpecWarning)
         assert main(["hardware", "show", str(path)]) == 0

@@ -86,7 +86,7 @@ def test_override_changes_the_field_and_nothing_else():
 
 def _write(tmp_path, data, name="spec.yaml"):
     p = tmp_path / name
-    p.write_text(yaml.safe_dump(data))
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
     return p
 
 
@@ -201,7 +201,7 @@ def test_malformed_specs_load_or_raise_spec_error(tmp_path, kind, loader, name, 
         except (KeyError, TypeError, AttributeError):
             pass  # a parent was replaced by a scalar in an earlier mutation
     path = tmp_path / "mutated.yaml"
-    path.write_text(yaml.safe_dump(spec) if isinstance(spec, dict) else "[]")
+    path.write_text(yaml.safe_dump(spec, sort_keys=False) if isinstance(spec, dict) else "[]")
     try:
         loaded = loader(path)
     except SpecError as err:

@@ -225,6 +225,7 @@ class Hardware(Spec):
                 problems.append(Problem(f"memory.{name}.bandwidth_bytes_per_s", None,
                                         "a bandwidth (only a GPU's caches may leave it out, for the transfer rule to "
                                         "fill)"))
+        problems += self._order_problems()
         cited = [("compute.source", self.compute.source)]
         cited += [(f"memory.{k}.source", v.source) for k, v in self.memory.items()]
         cited += [(f"interconnect.{k}.source", v.source) for k, v in self.interconnect.items()]
@@ -242,6 +243,27 @@ class Hardware(Spec):
         if problems:
             raise FieldProblems(problems)
         return self
+
+    def _order_problems(self) -> list[Problem]:
+        """The order of ``memory`` is the hierarchy (nearest first, main memory last), so a file whose levels are
+        out of order (a YAML tool that sorts keys, a level added at the end) would be read as a different device:
+        per-unit levels must come first and each shared level must hold more than the one before it."""
+        problems, prev, shared_seen = [], None, False
+        for name, level in self.memory.items():
+            if level.per_unit:
+                if shared_seen:
+                    problems.append(Problem(f"memory.{name}", name, "per-unit levels (shared memory, L1) listed "
+                                            "before the shared ones: `memory` goes from nearest to farthest"))
+                continue
+            shared_seen = True
+            total = self.level_capacity_bytes(name)
+            if prev is not None and total <= prev[1]:
+                problems.append(Problem(
+                    f"memory.{name}.capacity_bytes", level.capacity_bytes,
+                    f"more than {prev[0]}'s {prev[1]:.4g} B, the level before it: `memory` goes from nearest to "
+                    f"farthest, main memory last (is {name} listed in its place?)"))
+            prev = (name, total)
+        return problems
 
     # -- derived quantities -------------------------------------------------------------------------------
     @property
