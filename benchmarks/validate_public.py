@@ -1,7 +1,8 @@
 """Regenerate the README's validation table: import the public aiconfigurator data (and vidur's per-operator
 profiles where present), fit each GPU's efficiency block on the named calibration subsets (validation/fit.py; the
-row-kernel block time on vidur's one-wave rows), and print the held-out error of both engines by GPU, dataset and
-op kind, and of the fp8 GEMMs (vLLM's per-tensor fp8 linear, none used to fit) with the bf16 fit.
+row kernels' pass time and full-load bandwidth on vidur's one-wave and full-load rows; the fp8 GEMMs' own fraction
+of the fp8 peak and energy per FLOP on their large and square rows), and print the held-out error of both engines
+by GPU, dataset and op kind, fp8 GEMMs (vLLM's per-tensor fp8 linear) included.
 
     python benchmarks/validate_public.py [--engines analytic event] [--write-catalog]
 
@@ -31,7 +32,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from perfmodel.validation.compare import predict_table, summarize_errors
-    from perfmodel.validation.fit import ROW_SUBSETS, calibration_mask, fit_efficiency, fit_row_kernels, subsets_for
+    from perfmodel.validation.fit import (DTYPE_GEMM_SUBSETS, ROW_SUBSETS, SUBSETS, calibration_mask,
+                                          fit_dtype_gemms, fit_efficiency, fit_row_kernels, subsets_for)
     from perfmodel.validation.importers import import_source
 
     table = import_source("aiconfigurator", args.data)
@@ -49,12 +51,17 @@ def main() -> int:
         if profiled is not None and not profiled.empty:
             hw, _ = fit_row_kernels(profiled, hw)
             report["row_kernels"] = True
+        mine_fp8 = fp8[fp8.hardware == hw_name]
+        if not mine_fp8.empty:  # fp8 scaled_mm: its own fraction of the fp8 peak and energy per FLOP
+            hw, _ = fit_dtype_gemms(mine_fp8, hw, "fp8")
+            report["dtype_gemms"] = True
         if args.write_catalog:
             _write_efficiency(hw, report)
         held_out = rows[~calibration_mask(rows, subsets_for(hw))]
         sets = [("aiconfigurator", held_out)]
-        if (fp8.hardware == hw_name).any():  # fp8 GEMMs: no row of them was used to fit
-            sets.append(("aiconfigurator fp8", fp8[fp8.hardware == hw_name]))
+        if not mine_fp8.empty:  # fp8 GEMMs outside the subsets they were fit on
+            fp8_subsets = {k: SUBSETS[k] for k in DTYPE_GEMM_SUBSETS}
+            sets.append(("aiconfigurator fp8", mine_fp8[~calibration_mask(mine_fp8, fp8_subsets)]))
         if profiled is not None and not profiled.empty:
             sets.append(("vidur", profiled[~calibration_mask(profiled, ROW_SUBSETS)]))
         for data, held in sets:

@@ -55,7 +55,7 @@ def idle_power_w(hw: Hardware) -> float | None:
 def utilisation(hw: Hardware, flops: Any, main_bytes: Any, latency_s: Any, dtype: str = "bf16") -> np.ndarray:
     """u of the module docstring (arrays broadcast; a zero latency gives 0)."""
     eff = hw.efficiency
-    rate = hw.compute.peak_flops(dtype) * eff.tensor
+    rate = hw.compute.peak_flops(dtype) * eff.tensor_fraction(dtype)
     bandwidth = hw.main_bandwidth_bytes_per_s * eff.memory_fraction(hw.main_memory)
     latency = np.asarray(latency_s, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):

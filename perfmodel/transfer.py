@@ -83,6 +83,7 @@ FAMILY_FIELDS = ("attention_tensor_rel", "attention_overhead_cycles", "prefill_a
 #: and cooling (fit: H100 never reaches its 700 W on GEMMs, L40S and GB200 do at different energies per FLOP), so
 #: another design's would invent or hide a power limit.
 SIBLING_ONLY = ("energy_per_flop_j", "power_window_s")
+SIBLING_ONLY_PREFIXES = ("energy_rel:",)
 #: Efficiency fields the rule never carries (settings, not measurements).
 SETTINGS = ("attention_kernel", "note", "calibrated_for")
 
@@ -167,6 +168,11 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
                            "memory_cache": e.memory_fraction(_cache(hw)), "memory_main": e.memory_fraction(hw.main_memory)}
     if e.attention_tensor is not None:  # relative to the GEMM's: a clock held below the datasheet's slows both
         v["attention_tensor_rel"] = e.attention_tensor / e.tensor
+    for dtype, frac in e.tensor_dtype.items():  # another dtype's GEMMs (fp8), relative to the bf16 ones
+        v[f"tensor_rel:{dtype}"] = frac / e.tensor
+    if e.energy_per_flop_j:
+        for dtype, energy in e.energy_per_flop_dtype.items():
+            v[f"energy_rel:{dtype}"] = energy / e.energy_per_flop_j
     if e.attention_tile_s is not None:
         v["attention_tile_fam"] = e.attention_tile_s
     if e.prefill_attention_tile_s is not None:
@@ -200,6 +206,12 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
             out[key] = values[key]
     if "attention_tensor_rel" in values:
         out["attention_tensor"] = min(1.0, values["attention_tensor_rel"] * values.get("tensor", 0.8))
+    tensor = values.get("tensor", 0.8)
+    out["tensor_dtype"] = {k.split(":", 1)[1]: min(1.0, v * tensor) for k, v in values.items()
+                           if k.startswith("tensor_rel:")}
+    if "energy_per_flop_j" in values:
+        out["energy_per_flop_dtype"] = {k.split(":", 1)[1]: v * values["energy_per_flop_j"]
+                                        for k, v in values.items() if k.startswith("energy_rel:")}
     memory = {}
     if "memory_cache" in values:
         memory[_cache(hw)] = values["memory_cache"]
@@ -289,7 +301,7 @@ def combine(target: Hardware, sources: Sequence[Hardware]) -> tuple[dict[str, fl
     values: dict[str, float] = {}
     keys = sorted({k for n in norm for k in n.values})
     for key in keys:
-        if key in SIBLING_ONLY and not siblings:
+        if (key in SIBLING_ONLY or key.startswith(SIBLING_ONLY_PREFIXES)) and not siblings:
             continue
         group = same_kernel if (key in FAMILY_FIELDS and same_kernel) else pool
         if key in OPERAND_PATH_FIELDS and not siblings:

@@ -68,3 +68,40 @@ def test_plan_ranks_by_cost_or_energy(capsys):
         ok = [o["cost_per_million_tokens_usd"] for o in p["options"] if o["ok"] and o["cost_per_million_tokens_usd"]]
         if ok:
             assert p["best"]["cost_per_million_tokens_usd"] == min(ok)
+
+
+# -- a dtype's own tensor fraction and energy per FLOP (fp8 scaled_mm) -------------------------------------------
+def _fp8_gemm_time(overrides, m=8192):
+    from perfmodel import ops
+    from perfmodel.engines import analytic, event
+
+    hw = load_hardware("h100-sxm", overrides)
+    op = ops.gemm("g", m, 8192, 8192, "fp8")
+    return float(analytic.time_ops([op], hw).time[0]), float(event.time_ops([op], hw).time[0])
+
+
+def test_an_fp8_gemm_runs_at_its_own_fraction_of_the_fp8_peak():
+    # no power limit: a compute-bound fp8 GEMM's time follows the fp8 fraction, not the bf16 one
+    off = {"efficiency.energy_per_flop_j": None}
+    slow, _ = _fp8_gemm_time({**off, "efficiency.tensor_dtype": {"fp8": 0.4}})
+    fast, fast_event = _fp8_gemm_time({**off, "efficiency.tensor_dtype": {"fp8": 0.8}})
+    assert 1.8 < slow / fast <= 2.0
+    assert fast_event == pytest.approx(fast, rel=0.05)
+    assert H100.efficiency.tensor_fraction("bf16") == H100.efficiency.tensor
+
+
+def test_cheaper_fp8_flops_are_slowed_less_by_the_power_limiter():
+    # the same long fp8 GEMM with fp8 FLOPs at the bf16 energy and at half of it: the limiter stretches the first
+    bf16_energy = H100.efficiency.energy_per_flop_j
+    same, same_event = _fp8_gemm_time({"efficiency.energy_per_flop_dtype": {"fp8": bf16_energy}})
+    half, half_event = _fp8_gemm_time({"efficiency.energy_per_flop_dtype": {"fp8": bf16_energy / 2}})
+    assert same > 1.2 * half
+    assert same_event == pytest.approx(same, rel=0.05) and half_event == pytest.approx(half, rel=0.05)
+
+
+def test_siblings_take_the_fp8_terms_and_other_devices_only_the_fraction():
+    h100, h200, pro = (load_hardware(n) for n in ("h100-sxm", "h200-sxm", "rtx-pro-6000-server"))
+    assert h200.efficiency.tensor_dtype["fp8"] == pytest.approx(
+        h100.efficiency.tensor_dtype["fp8"] * h200.efficiency.tensor / h100.efficiency.tensor)
+    assert h200.efficiency.energy_per_flop_dtype == h100.efficiency.energy_per_flop_dtype
+    assert "fp8" in pro.efficiency.tensor_dtype and not pro.efficiency.energy_per_flop_dtype

@@ -275,6 +275,44 @@ def fit_row_kernels(table: pd.DataFrame, hardware: Hardware) -> tuple[Hardware, 
                                "rms_log_error": float(np.sqrt(np.mean(res.fun ** 2)))}
 
 
+#: GEMMs of another dtype than the block's (fp8 scaled_mm) are fit on the same microbenchmark-like shapes: the large
+#: GEMMs (compute bound and long enough for the power limiter) and the square sweep (launch bound to compute bound).
+DTYPE_GEMM_SUBSETS = ("gemm_large", "gemm_square")
+
+
+def fit_dtype_gemms(table: pd.DataFrame, hardware: Hardware, dtype: str) -> tuple[Hardware, dict[str, Any]]:
+    """Fit the fraction of ``dtype``'s tensor peak its GEMM kernels reach (``tensor_dtype``) and the energy of its
+    FLOPs (``energy_per_flop_dtype``, where the block has a bf16 energy) on the ``dtype`` GEMM rows of ``table``
+    in :data:`DTYPE_GEMM_SUBSETS`, the rest of the block held; returns the updated spec and a report."""
+    from scipy.optimize import least_squares
+
+    from perfmodel.validation.compare import predict_table
+
+    mine = _rows_of(table, hardware, hardware)
+    mine = mine[(mine.op == "gemm") & (mine.dtype == dtype)]
+    rows = mine[calibration_mask(mine, {k: SUBSETS[k] for k in DTYPE_GEMM_SUBSETS})]
+    if rows.empty:
+        raise ValueError(f"no {dtype} GEMM calibration rows for {hardware.name!r}")
+    eff = hardware.efficiency
+    energy = eff.energy_per_flop_j
+
+    def with_block(x) -> Hardware:
+        update: dict[str, Any] = {"tensor_dtype": {**eff.tensor_dtype, dtype: float(x[0])}}
+        if energy:
+            update["energy_per_flop_dtype"] = {**eff.energy_per_flop_dtype, dtype: float(x[1]) * energy}
+        return hardware.model_copy(update={"efficiency": eff.model_copy(update=update)})
+
+    def residuals(x):
+        pred = predict_table(rows, with_block(x))
+        return np.log(np.maximum(pred.predicted_s.to_numpy(), 1e-9) / pred.measured_s.to_numpy())
+
+    res = least_squares(residuals, np.array([eff.tensor, 1.0]), bounds=([0.05, 0.1], [1.0, 2.0]),
+                        x_scale=[0.1, 0.1], diff_step=1e-3)
+    return with_block(res.x), {"hardware": hardware.name, "dtype": dtype, "rows": int(len(rows)),
+                               "tensor": float(res.x[0]), "energy_ratio": float(res.x[1]) if energy else None,
+                               "rms_log_error": float(np.sqrt(np.mean(res.fun ** 2)))}
+
+
 def efficiency_block(hw: Hardware, report: dict[str, Any]) -> str:
     """The fitted efficiency block of ``hw`` as YAML text for its catalog file: the fitted numbers (a term with no
     rows to fit it is left out, so that the transfer rule's or the schema's default applies), the attention
@@ -300,6 +338,10 @@ def efficiency_block(hw: Hardware, report: dict[str, Any]) -> str:
         if eff.row_kernel_bandwidth:
             block["row_kernel_bandwidth"] = round(eff.row_kernel_bandwidth, 3)
         block["kernel_floor_s"] = float(f"{eff.kernel_floor_s:.4g}") if eff.kernel_floor_s >= 1e-12 else 0.0
+    if eff.tensor_dtype and report.get("dtype_gemms"):  # fitted here on that dtype's own rows
+        block["tensor_dtype"] = {k: round(v, 3) for k, v in eff.tensor_dtype.items()}
+        if eff.energy_per_flop_dtype:
+            block["energy_per_flop_dtype"] = {k: float(f"{v:.4g}") for k, v in eff.energy_per_flop_dtype.items()}
     block["calibrated_for"] = {k: float(f"{v:.6g}") for k, v in (eff.calibrated_for or {}).items()}
     block["note"] = eff.note
     return yaml.safe_dump({"efficiency": block}, sort_keys=False, width=10_000)

@@ -279,7 +279,7 @@ def tensor_rate(op: Op, hw: Hardware) -> float:
 def tensor_rate_of(kind: str, dtype: str, hw: Hardware) -> float:
     """:func:`tensor_rate` of an op of ``kind`` and ``dtype``."""
     eff = hw.efficiency
-    frac = eff.tensor if kind == "gemm" or eff.attention_tensor is None else eff.attention_tensor
+    frac = eff.tensor_fraction(dtype) if kind == "gemm" or eff.attention_tensor is None else eff.attention_tensor
     return hw.compute.peak_flops(dtype, "tensor") * frac
 
 
@@ -447,7 +447,8 @@ def time_stack(stack: OpStack, hw: Hardware) -> StackTimes:
         for op in stack.ops:
             if (op.dtype, op.unit) not in rates:
                 rates[op.dtype, op.unit] = (hw.compute.peak_flops(op.dtype, op.unit) * (
-                    eff.tensor if op.unit == "tensor" else eff.vector), hw.compute.peak_flops(op.dtype, "vector")
+                    eff.tensor_fraction(op.dtype) if op.unit == "tensor" else eff.vector),
+                    hw.compute.peak_flops(op.dtype, "vector")
                     * eff.vector)
         peak = np.array([rates[op.dtype, op.unit] for op in stack.ops]).reshape((stack.size, 2) + lead[1:])
         compute = stack.flops / peak[:, 0] + stack.vector_flops / peak[:, 1]
@@ -501,8 +502,11 @@ def time_stack(stack: OpStack, hw: Hardware) -> StackTimes:
         rows = np.flatnonzero(stack.tensor)
         r = _each(stack, rows)
         tt = time if r is None else time[rows]
-        excess = tiling.power_excess(stack.flops if r is None else stack.flops[rows], tt, eff.energy_per_flop_j,
-                                     tdp_w)
+        flops = stack.flops if r is None else stack.flops[rows]
+        weights = tiling.energy_weights([stack.ops[i].dtype for i in rows], eff)
+        if weights is not None:  # a dtype whose FLOPs cost another energy (fp8)
+            flops = flops * weights.reshape((len(rows),) + (1,) * (np.ndim(flops) - 1))
+        excess = tiling.power_excess(flops, tt, eff.energy_per_flop_j, tdp_w)
         if excess is not None:  # else the stretch is 1 for every kernel
             stretch = tiling.stretch_of(excess, tt, eff.power_window_s)
             c = t.rows("compute", r) + tt * (stretch - 1.0)

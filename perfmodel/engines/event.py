@@ -113,6 +113,9 @@ def time_ops(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
             built[key] = _kernel(op, hw)
         kernels.append(built[key])
     flops = np.array([float(np.asarray(op.flops)) for op in op_list])
+    weights = tiling.energy_weights([op.dtype for op in op_list], hw.efficiency)
+    if weights is not None:  # a dtype whose FLOPs cost another energy (fp8)
+        flops = flops * weights
     return _times(kernels, hw, flops, np.array([_is_tensor(op) for op in op_list], dtype=bool))
 
 
@@ -144,6 +147,9 @@ def time_points(op_list: Sequence[Op], hw: Hardware) -> EventOpTimes:
     flops = np.concatenate([np.broadcast_to(np.asarray(op.flops, dtype=float).reshape(-1), (n,)) for op in op_list]
                            ) if op_list else np.zeros(0)
     is_tensor = np.repeat(np.array([_is_tensor(op) for op in op_list], dtype=bool), n)
+    weights = tiling.energy_weights([op.dtype for op in op_list], hw.efficiency)
+    if weights is not None:
+        flops = flops * np.repeat(weights, n)
     times = _times(kernels, hw, flops, is_tensor)
     shape = (len(op_list), n)
     return replace(times, time=times.time.reshape(shape), compute=times.compute.reshape(shape),

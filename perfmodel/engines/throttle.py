@@ -6,9 +6,17 @@ GEMMs and attention (:mod:`perfmodel.engines.analytic`, :mod:`perfmodel.engines.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+
+
+def energy_weights(dtypes: Sequence[str], eff: Any) -> np.ndarray | None:
+    """Each kernel's energy per FLOP relative to ``efficiency.energy_per_flop_j`` (its dtype's
+    ``energy_per_flop_dtype`` over it), to weight its FLOPs by; None when every dtype costs the same."""
+    if not eff.energy_per_flop_dtype or not eff.energy_per_flop_j:
+        return None
+    return np.array([eff.energy_per_flop(d) / eff.energy_per_flop_j for d in dtypes], dtype=float)
 
 
 def power_excess(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: float | None) -> Any:

@@ -40,7 +40,7 @@ import numpy as np
 
 # FlashAttention's split-KV heuristic and the power limiter have modules of their own; both engines reach them here.
 from perfmodel.engines.splits import num_splits_heuristic  # noqa: F401
-from perfmodel.engines.throttle import power_excess, power_stretch, stretch_of  # noqa: F401
+from perfmodel.engines.throttle import energy_weights, power_excess, power_stretch, stretch_of  # noqa: F401
 
 # (tm, tn) tile shapes offered to the heuristic: CUTLASS/cuBLAS Hopper and Ampere defaults.
 GEMM_TILES = ((128, 256), (256, 128), (128, 128), (64, 256), (128, 64), (64, 128), (64, 64))

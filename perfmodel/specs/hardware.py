@@ -118,6 +118,10 @@ class Efficiency(Spec):
     """Achievable fraction of each peak, and fixed per-kernel costs; filled by calibration."""
 
     tensor: float = Field(0.8, ge=MIN_FRACTION, le=1, description="achievable fraction of the tensor peak on large matmuls")
+    tensor_dtype: dict[str, Fraction] = Field(
+        default_factory=dict, description="achievable fraction of a dtype's own tensor peak where its GEMM kernels "
+                                          "reach another than `tensor` (e.g. fp8: CUTLASS scaled_mm reaches less of "
+                                          "its doubled peak); default: `tensor`")
     vector: float = Field(0.7, ge=MIN_FRACTION, le=1, description="achievable fraction of the vector peak")
     memory: dict[str, Fraction] = Field(
         default_factory=dict, description="achievable fraction of each memory level's bandwidth, in (0, 1] "
@@ -180,6 +184,10 @@ class Efficiency(Spec):
         None, gt=0, description="energy (J) per tensor FLOP at the attainable rate, idle power included: a kernel "
                                 "whose FLOP rate x this exceeds power.tdp_w is slowed to the TDP once the power "
                                 "limiter acts (perfmodel/engines/tiling.py, power_stretch); default: never limited")
+    energy_per_flop_dtype: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="energy_per_flop_j of a dtype whose FLOPs cost another energy (fp8: "
+                                          "narrower multipliers, the same operand movement per tile); default: "
+                                          "energy_per_flop_j")
     power_window_s: float = Field(
         0.8e-3, gt=0, description="how long a kernel runs before the power limiter slows it: a kernel of duration t "
                                   "takes the fraction t^4 / (t^4 + window^4) of the slow-down (s)")
@@ -191,6 +199,14 @@ class Efficiency(Spec):
 
     def memory_fraction(self, level: str) -> float:
         return self.memory.get(level, 0.8)
+
+    def tensor_fraction(self, dtype: str) -> float:
+        """Achievable fraction of ``dtype``'s tensor peak on GEMMs: ``tensor_dtype[dtype]``, else ``tensor``."""
+        return self.tensor_dtype.get(dtype, self.tensor)
+
+    def energy_per_flop(self, dtype: str) -> float | None:
+        """``energy_per_flop_j`` of a ``dtype`` FLOP: ``energy_per_flop_dtype[dtype]``, else the bf16 figure."""
+        return self.energy_per_flop_dtype.get(dtype, self.energy_per_flop_j)
 
     def half_rows(self, dtype: str) -> float:
         """``gemm_half_rows`` of ``dtype`` (fp32's where the dtype has none; 0 where neither is set)."""
