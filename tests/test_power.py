@@ -105,3 +105,17 @@ def test_siblings_take_the_fp8_terms_and_other_devices_only_the_fraction():
         h100.efficiency.tensor_dtype["fp8"] * h200.efficiency.tensor / h100.efficiency.tensor)
     assert h200.efficiency.energy_per_flop_dtype == h100.efficiency.energy_per_flop_dtype
     assert "fp8" in pro.efficiency.tensor_dtype and not pro.efficiency.energy_per_flop_dtype
+
+
+def test_the_power_limiter_lowers_the_clock_by_the_cube_root_of_the_excess():
+    """Power goes as the cube of the clock (f·V², the voltage following the clock): a kernel long against the
+    limiter's window asking 8x the TDP runs at half its clock, twice as long; a short one barely slows; one under
+    the TDP not at all."""
+    from perfmodel.engines.throttle import power_stretch
+
+    energy, tdp, window = 1e-12, 500.0, 1e-3
+    rate = 8 * tdp / energy  # FLOP/s that draw 8x the TDP
+    long_s, short_s = 1.0, 1e-5
+    assert power_stretch(rate * long_s, long_s, energy, tdp, window) == pytest.approx(2.0, rel=1e-6)
+    assert power_stretch(rate * short_s, short_s, energy, tdp, window) == pytest.approx(1.0, abs=1e-6)
+    assert power_stretch(0.5 * tdp / energy, 1.0, energy, tdp, window) == 1.0

@@ -10,6 +10,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+#: Dynamic power goes as f·V² and, over the range a GPU's clock moves in, the voltage with the clock: power as f³.
+#: A kernel asking x times the allowed power gets the clock lowered by x^(1/3), not by x.
+DVFS_EXPONENT = 3.0
+
 
 def energy_weights(dtypes: Sequence[str], eff: Any) -> np.ndarray | None:
     """Each kernel's energy per FLOP relative to ``efficiency.energy_per_flop_j`` (its dtype's
@@ -41,9 +45,10 @@ def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: f
     """How much longer a tensor-core kernel runs because the power limiter holds the board at its TDP.
 
     At its unthrottled pace the kernel draws x = energy_per_flop · (flops / time) / TDP of the allowed power; with
-    x > 1 the clock, and with it the FLOP rate, drops by x (dynamic power in proportion to the rate). The limiter
-    acts over a window: a kernel of duration t (repeated back to back, as a benchmark or a serving loop runs it)
-    takes the fraction w = t⁴ / (t⁴ + window⁴) of the slow-down: time × (1 + (x − 1)⁺ · w). 1 without an energy
+    x > 1 the clock, and with it the FLOP rate, drops by x^(1/3) (:data:`DVFS_EXPONENT`: power as the cube of the
+    clock). The limiter acts over a window: a kernel of duration t (repeated back to back, as a benchmark or a
+    serving loop runs it) takes the fraction w = t⁴ / (t⁴ + window⁴) of the slow-down:
+    time × (1 + (max(x, 1)^(1/3) − 1) · w). 1 without an energy
     figure or a TDP."""
     if not energy_per_flop or not tdp_w:
         return 1.0 + 0.0 * np.asarray(time, dtype=float)
@@ -54,8 +59,8 @@ def power_stretch(flops: Any, time: Any, energy_per_flop: float | None, tdp_w: f
 
 
 def stretch_of(excess: Any, time: Any, window_s: float) -> Any:
-    """1 + (x − 1)⁺ · w of :func:`power_stretch`, from its :func:`power_excess`."""
+    """1 + (x^(1/3) − 1) · w of :func:`power_stretch`, from its :func:`power_excess` (x − 1)⁺."""
     time = np.maximum(np.asarray(time, dtype=float), 1e-30)
     t4 = time ** 4
     w = t4 / (t4 + window_s ** 4)
-    return 1.0 + excess * w
+    return 1.0 + ((1.0 + np.asarray(excess, dtype=float)) ** (1.0 / DVFS_EXPONENT) - 1.0) * w
