@@ -76,9 +76,11 @@ FIGURES: dict[str, Callable[[Hardware], float]] = {
     "cache_bandwidth_bytes_per_s": lambda hw: float(hw.memory[_cache(hw)].bandwidth_bytes_per_s),
     "cache_latency_s": lambda hw: float(hw.memory[_cache(hw)].latency_s or 0.0),
 }
+#: Fixed costs counted in SM clock cycles (normalised as ``<name>_cycles``).
+CYCLE_FIELDS = ("launch_s", "attention_overhead_s", "prefill_attention_overhead_s")
 #: Normalised values tied to the attention kernel family rather than to the device.
-FAMILY_FIELDS = ("attention_tensor_rel", "attention_overhead_cycles", "prefill_attention_overhead_cycles", "attention_tile_fam",
-                 "prefill_attention_tile_fam", "attention_cta_share")
+FAMILY_FIELDS = ("attention_tensor_rel", "attention_overhead_cycles", "prefill_attention_overhead_cycles",
+                 "attention_tile_fam", "prefill_attention_tile_fam", "attention_cta_share")
 #: Normalised values carried only between siblings: the energy per FLOP is a property of one SM design, board
 #: and cooling (fit: H100 never reaches its 700 W on GEMMs, L40S and GB200 do at different energies per FLOP), so
 #: another design's would invent or hide a power limit.
@@ -162,10 +164,10 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
     e = hw.efficiency
     fig = fig or figures(hw)
     lat = _latency(fig)
-    v: dict[str, float] = {"tensor": e.tensor, "vector": e.vector, "launch_cycles": e.launch_s * fig["clock_hz"],
-                           "attention_overhead_cycles": e.attention_overhead_s * fig["clock_hz"],
-                           "prefill_attention_overhead_cycles": e.prefill_attention_overhead_s * fig["clock_hz"],
+    v: dict[str, float] = {"tensor": e.tensor, "vector": e.vector,
                            "memory_cache": e.memory_fraction(_cache(hw)), "memory_main": e.memory_fraction(hw.main_memory)}
+    for key in CYCLE_FIELDS:
+        v[key.replace("_s", "_cycles")] = getattr(e, key) * fig["clock_hz"]
     if e.attention_tensor is not None:  # relative to the GEMM's: a clock held below the datasheet's slows both
         v["attention_tensor_rel"] = e.attention_tensor / e.tensor
     for dtype, frac in e.tensor_dtype.items():  # another dtype's GEMMs (fp8), relative to the bf16 ones
@@ -193,20 +195,18 @@ def normalise(hw: Hardware, fig: dict[str, float] | None = None) -> Normalised:
 def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> Efficiency:
     """An efficiency block for ``hw`` from normalised ``values`` (fields absent from ``values`` keep the
     schema's defaults)."""
-    lat = _latency(figures(hw))
+    fig = figures(hw)
+    lat = _latency(fig)
     out: dict[str, Any] = {"attention_kernel": kernel, "note": note}
-    if "launch_cycles" in values:
-        out["launch_s"] = values["launch_cycles"] / figures(hw)["clock_hz"]
-    for key in ("attention_overhead", "prefill_attention_overhead"):
-        if key + "_cycles" in values:
-            out[key + "_s"] = values[key + "_cycles"] / figures(hw)["clock_hz"]
-    for key in ("tensor", "vector",
-                "energy_per_flop_j", "power_window_s"):
+    for key in CYCLE_FIELDS:
+        if key.replace("_s", "_cycles") in values:
+            out[key] = values[key.replace("_s", "_cycles")] / fig["clock_hz"]
+    for key in ("tensor", "vector", "energy_per_flop_j", "power_window_s"):
         if key in values:
             out[key] = values[key]
-    if "attention_tensor_rel" in values:
-        out["attention_tensor"] = min(1.0, values["attention_tensor_rel"] * values.get("tensor", 0.8))
     tensor = values.get("tensor", 0.8)
+    if "attention_tensor_rel" in values:
+        out["attention_tensor"] = min(1.0, values["attention_tensor_rel"] * tensor)
     out["tensor_dtype"] = {k.split(":", 1)[1]: min(1.0, v * tensor) for k, v in values.items()
                            if k.startswith("tensor_rel:")}
     if "energy_per_flop_j" in values:
@@ -224,7 +224,6 @@ def realise(values: dict[str, float], hw: Hardware, kernel: str, note: str) -> E
     if "prefill_attention_tile_fam" in values:
         out["prefill_attention_tile_s"] = values["prefill_attention_tile_fam"]
     if "attention_cta_share" in values:
-        fig = figures(hw)
         out["attention_cta_bytes_per_s"] = values["attention_cta_share"] * fig["main_bandwidth_bytes_per_s"] / fig["units"]
     for key, value in list(out.items()):  # a fit that drove a fixed cost to its bound of 0 left round-off
         if key.endswith("_s") and isinstance(value, float) and 0 < value < 1e-12:
@@ -281,6 +280,7 @@ def combine(target: Hardware, sources: Sequence[Hardware]) -> tuple[dict[str, fl
     siblings = [n for n in norm if fam is not None and n.family == fam]
     if siblings:
         pool, same_kernel = siblings, [n for n in siblings if n.kernel == kernel] or siblings
+        path: list[Normalised] = []  # siblings share the operand path already
         how = f"sibling rule: median of the same-architecture device(s) {', '.join(n.device for n in siblings)}"
     else:
         pool = norm
@@ -294,18 +294,19 @@ def combine(target: Hardware, sources: Sequence[Hardware]) -> tuple[dict[str, fl
                + (f"; attention-kernel values from {', '.join(n.device for n in same_kernel)} ({used}"
                   + (f", the nearest kernel design to {kernel})" if used != kernel else ")")
                   if same_kernel else f"; no calibrated device runs {kernel}: its attention values are the median too"))
-        path = [n for n in norm if _multicast(n.sharing) == _multicast(_sharing(target))]
+        multicast = _multicast(_sharing(target))
+        path = [n for n in norm if _multicast(n.sharing) == multicast]
         if path:
             how += (f"; cache fraction from {', '.join(n.device for n in path)} (GEMM operands "
-                    + ("multicast" if _multicast(_sharing(target)) else "loaded per CTA") + ")")
+                    + ("multicast" if multicast else "loaded per CTA") + ")")
     values: dict[str, float] = {}
     keys = sorted({k for n in norm for k in n.values})
     for key in keys:
         if (key in SIBLING_ONLY or key.startswith(SIBLING_ONLY_PREFIXES)) and not siblings:
             continue
         group = same_kernel if (key in FAMILY_FIELDS and same_kernel) else pool
-        if key in OPERAND_PATH_FIELDS and not siblings:
-            group = [n for n in pool if _multicast(n.sharing) == _multicast(_sharing(target))] or pool
+        if key in OPERAND_PATH_FIELDS and path:
+            group = path
         vals = [n.values[key] for n in group if key in n.values]
         if vals:
             values[key] = _median(vals)

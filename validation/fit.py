@@ -235,9 +235,25 @@ def _row_kernel(t: pd.DataFrame) -> pd.Series:
     return (t.op == "norm") | ((t.op == "elementwise") & t.variant.isin(["silu_mul", "rope"]))
 
 
+def _fit_log_error(rows: pd.DataFrame, spec_of: Callable[[np.ndarray], Hardware], x0: list[float],
+                   bounds: tuple[list[float], list[float]], scale: list[float]) -> Any:
+    """Least squares of the analytic engine's log error on ``rows`` over the parameters ``spec_of`` turns into a
+    spec (scipy's result: ``x`` and the residuals ``fun``)."""
+    from scipy.optimize import least_squares
+
+    from perfmodel.validation.compare import predict_table
+
+    def residuals(x):
+        pred = predict_table(rows, spec_of(x))
+        return np.log(np.maximum(pred.predicted_s.to_numpy(), 1e-9) / pred.measured_s.to_numpy())
+
+    return least_squares(residuals, np.array(x0), bounds=bounds, x_scale=scale, diff_step=1e-3)
+
+
 #: Row kernels (one block per token: norms, activations, rotary) at both ends of their load: in one wave (every
-#: block at once, the time one block's passes) and at 3,584 rows or more (many full waves, each pass a round trip
-#: of a loaded memory system); the pass time ``row_kernel_s`` is fit on both. Tiny adds give the shortest kernel a
+#: block at once, the time one block's passes) and at 3,584 rows or more (many full waves, each pass paced by the
+#: bandwidth such kernels reach); the pass time ``row_kernel_s`` and that bandwidth ``row_kernel_bandwidth`` are fit
+#: on both together. Tiny adds give the shortest kernel a
 #: profiler reports (``kernel_floor_s``). From a profiler's per-kernel timings (vidur's rows); embedding lookups
 #: are never fit (their passes are timed by the same round trip).
 ROW_SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
@@ -248,13 +264,9 @@ ROW_SUBSETS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
 
 
 def fit_row_kernels(table: pd.DataFrame, hardware: Hardware) -> tuple[Hardware, dict[str, Any]]:
-    """Fit ``efficiency.row_kernel_s`` and ``kernel_floor_s`` of ``hardware`` on the profiled one-wave row-kernel
-    rows and tiny adds of ``table`` (its own device's), the rest of the block held; returns the updated spec and a
-    report."""
-    from scipy.optimize import least_squares
-
-    from perfmodel.validation.compare import predict_table
-
+    """Fit ``efficiency.row_kernel_s``, ``row_kernel_bandwidth`` and ``kernel_floor_s`` of ``hardware`` on the
+    profiled one-wave and full-load row-kernel rows and tiny adds of ``table`` (its own device's), the rest of the
+    block held; returns the updated spec and a report."""
     mine = _rows_of(table, hardware, hardware)
     rows = mine[calibration_mask(mine, ROW_SUBSETS)]
     if rows.empty:
@@ -264,12 +276,8 @@ def fit_row_kernels(table: pd.DataFrame, hardware: Hardware) -> tuple[Hardware, 
         return hardware.model_copy(update={"efficiency": hardware.efficiency.model_copy(
             update={"row_kernel_s": float(x[0]), "kernel_floor_s": float(x[1]), "row_kernel_bandwidth": float(x[2])})})
 
-    def residuals(x):
-        pred = predict_table(rows, with_block(x))
-        return np.log(np.maximum(pred.predicted_s.to_numpy(), 1e-9) / pred.measured_s.to_numpy())
-
-    res = least_squares(residuals, np.array([1e-6, 1e-6, 0.6]), bounds=([1e-8, 0.0, 0.05], [50e-6, 20e-6, 1.0]),
-                        x_scale=[1e-6, 1e-6, 0.1], diff_step=1e-3)
+    res = _fit_log_error(rows, with_block, [1e-6, 1e-6, 0.6], ([1e-8, 0.0, 0.05], [50e-6, 20e-6, 1.0]),
+                         [1e-6, 1e-6, 0.1])
     return with_block(res.x), {"hardware": hardware.name, "rows": int(len(rows)), "row_kernel_s": float(res.x[0]),
                                "kernel_floor_s": float(res.x[1]), "row_kernel_bandwidth": float(res.x[2]),
                                "rms_log_error": float(np.sqrt(np.mean(res.fun ** 2)))}
@@ -284,10 +292,6 @@ def fit_dtype_gemms(table: pd.DataFrame, hardware: Hardware, dtype: str) -> tupl
     """Fit the fraction of ``dtype``'s tensor peak its GEMM kernels reach (``tensor_dtype``) and the energy of its
     FLOPs (``energy_per_flop_dtype``, where the block has a bf16 energy) on the ``dtype`` GEMM rows of ``table``
     in :data:`DTYPE_GEMM_SUBSETS`, the rest of the block held; returns the updated spec and a report."""
-    from scipy.optimize import least_squares
-
-    from perfmodel.validation.compare import predict_table
-
     mine = _rows_of(table, hardware, hardware)
     mine = mine[(mine.op == "gemm") & (mine.dtype == dtype)]
     rows = mine[calibration_mask(mine, {k: SUBSETS[k] for k in DTYPE_GEMM_SUBSETS})]
@@ -302,12 +306,7 @@ def fit_dtype_gemms(table: pd.DataFrame, hardware: Hardware, dtype: str) -> tupl
             update["energy_per_flop_dtype"] = {**eff.energy_per_flop_dtype, dtype: float(x[1]) * energy}
         return hardware.model_copy(update={"efficiency": eff.model_copy(update=update)})
 
-    def residuals(x):
-        pred = predict_table(rows, with_block(x))
-        return np.log(np.maximum(pred.predicted_s.to_numpy(), 1e-9) / pred.measured_s.to_numpy())
-
-    res = least_squares(residuals, np.array([eff.tensor, 1.0]), bounds=([0.05, 0.1], [1.0, 2.0]),
-                        x_scale=[0.1, 0.1], diff_step=1e-3)
+    res = _fit_log_error(rows, with_block, [eff.tensor, 1.0], ([0.05, 0.1], [1.0, 2.0]), [0.1, 0.1])
     return with_block(res.x), {"hardware": hardware.name, "dtype": dtype, "rows": int(len(rows)),
                                "tensor": float(res.x[0]), "energy_ratio": float(res.x[1]) if energy else None,
                                "rms_log_error": float(np.sqrt(np.mean(res.fun ** 2)))}

@@ -64,12 +64,12 @@ DEFAULT_EXP_COST_FLOPS = 64.0
 
 
 def matmul_rate(op: Op, hw: Hardware) -> float:
-    """Attainable matmul FLOP/s of ``op``'s dtype: the tensor peak × ``efficiency.tensor`` where the dtype has a
-    matrix-instruction peak (bf16 dot products), else the vector peak × ``efficiency.vector`` (fp32 FMAs): the
-    two rates calibration measures with square matmuls."""
+    """Attainable matmul FLOP/s of ``op``'s dtype: the tensor peak × the dtype's ``efficiency.tensor_fraction``
+    where the dtype has a matrix-instruction peak (bf16 dot products), else the vector peak × ``efficiency.vector``
+    (fp32 FMAs): the two rates calibration measures with square matmuls."""
     eff = hw.efficiency
     if op.dtype in hw.compute.tensor_flops:
-        return hw.compute.tensor_flops[op.dtype] * eff.tensor
+        return hw.compute.tensor_flops[op.dtype] * eff.tensor_fraction(op.dtype)
     return hw.compute.peak_flops(op.dtype, "vector") * eff.vector
 
 
@@ -197,7 +197,7 @@ def adjust_kernel(kernel: Any, op: Op, hw: Hardware) -> Any:
     if hw.kind != "cpu" or not touched:
         return kernel
     eff = hw.efficiency
-    unit_eff = eff.tensor if op.unit == "tensor" else eff.vector
+    unit_eff = eff.tensor_fraction(op.dtype) if op.unit == "tensor" else eff.vector
     plain = (float(op.flops) / (hw.compute.peak_flops(op.dtype, op.unit) * unit_eff)
              + float(op.vector_flops) / (hw.compute.peak_flops(op.dtype, "vector") * eff.vector))
     compute, extra = compute_times([op], hw, np.array([plain]), np.zeros(1), {})

@@ -133,7 +133,8 @@ def _compute_rate(op: Op, hw: Hardware, unit: str | None = None) -> float:
     """Attainable FLOP/s of the whole GPU for ``op`` on ``unit`` (default: the op's own)."""
     unit = unit or op.unit
     eff = hw.efficiency
-    return hw.compute.peak_flops(op.dtype, unit) * (eff.tensor_fraction(op.dtype) if unit == "tensor" else eff.vector)
+    fraction = eff.tensor_fraction(op.dtype) if unit == "tensor" else eff.vector
+    return hw.compute.peak_flops(op.dtype, unit) * fraction
 
 
 def _vector_s(op: Op, hw: Hardware) -> np.ndarray:
