@@ -200,7 +200,7 @@ def measure_e2e(cases: Sequence[Case], output: str | Path, *, device: str = "cpu
     from perfmodel.reference.runner import TORCH_DTYPES, capacity
     from perfmodel.reference.weights import random_weights
     from perfmodel.validation import microbench as mb
-    from perfmodel.validation.measure import hardware_label
+    from perfmodel.validation.measure import device_hardware, hardware_label
     from perfmodel.validation.table import append_rows, table_format
 
     mb.check_device(device)
@@ -209,10 +209,7 @@ def measure_e2e(cases: Sequence[Case], output: str | Path, *, device: str = "cpu
                          "warmup >= 0 and graph_replays >= 0")
     if graph_replays and device != "cuda":
         raise ValueError(f"graph_replays={graph_replays} on {device}: CUDA graphs need --device cuda")
-    if hardware is None:
-        if device != "cpu":
-            raise ValueError(f"measure --device {device} --suite e2e: expected --hardware naming the device's spec")
-        hardware = "cpu-generic"
+    hardware = device_hardware(device, hardware, f"measure --device {device} --suite e2e")
     label = hardware_label(hardware)
     path = Path(output)
     table_format(path)

@@ -280,6 +280,16 @@ def hardware_label(hardware: str | Path) -> str:
     return text
 
 
+def device_hardware(device: str, hardware: str | Path | None, command: str) -> str | Path:
+    """The spec a measurement run's rows belong to: ``hardware`` as given, ``cpu-generic`` on a CPU without one;
+    a GPU run must name its spec (``command`` says which run, in the error)."""
+    if hardware is not None:
+        return hardware
+    if device != "cpu":
+        raise ValueError(f"{command}: expected --hardware naming the device's spec (e.g. h100-sxm)")
+    return "cpu-generic"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The runner
 @dataclass
@@ -359,10 +369,7 @@ def measure(cases: Sequence[Case], output: str | Path, *, device: str = "cpu", h
     mb.check_device(device)
     if rotate < 1:
         raise ValueError(f"rotate={rotate}: expected a positive number of input sets")
-    if hardware is None:
-        if device != "cpu":
-            raise ValueError(f"measure --device {device}: expected --hardware naming the device's spec (e.g. h100-sxm)")
-        hardware = "cpu-generic"
+    hardware = device_hardware(device, hardware, f"measure --device {device}")
     hw = load_hardware(hardware)
     label = hardware_label(hardware)
     path = Path(output)

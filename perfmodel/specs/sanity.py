@@ -12,6 +12,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from perfmodel.errors import Problem
+
 #: relative difference above which a quoted peak contradicts units x clock x per-SM rate. NVIDIA's own tables
 #: differ from that product by up to 2.8% through rounding and clocks (L40S bf16 -1.2%, B200 tf32 -2.2%, HGX
 #: B300 fp4 -2.8%, B300 fp32 at its 2,032 MHz boost -2.6%); a sparse figure taken for a dense one is off by 100%.
@@ -22,13 +24,9 @@ class SpecWarning(UserWarning):
     """A spec loaded but one of its numbers contradicts another or a known constant (see :mod:`sanity`)."""
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One contradiction: the dotted field, the value found and what was expected instead."""
-
-    field: str
-    value: Any
-    expected: str
+class Finding(Problem):
+    """One contradiction: the dotted field, the value found and what was expected instead (a :class:`Problem` that
+    is warned about, not raised)."""
 
     def __str__(self) -> str:
         return f"{self.field} = {self.value!r}: expected {self.expected}"
