@@ -503,9 +503,11 @@ def time_stack(stack: OpStack, hw: Hardware) -> StackTimes:
         r = _each(stack, rows)
         tt = time if r is None else time[rows]
         flops = stack.flops if r is None else stack.flops[rows]
-        weights = tiling.energy_weights([stack.ops[i].dtype for i in rows], eff)
-        if weights is not None:  # a dtype whose FLOPs cost another energy (fp8)
-            flops = flops * weights.reshape((len(rows),) + (1,) * (np.ndim(flops) - 1))
+        if eff.energy_per_flop_dtype:  # a dtype whose FLOPs cost another energy (fp8): its FLOPs weighted
+            key = ("energy weights", eff.energy_per_flop_j, tuple(sorted(eff.energy_per_flop_dtype.items())))
+            if key not in stack.memo:  # the tensor rows' dtypes are the stack's: once per stack and energies
+                stack.memo[key] = tiling.energy_weights([stack.ops[i].dtype for i in rows], eff)
+            flops = flops * stack.memo[key].reshape((len(rows),) + (1,) * (np.ndim(flops) - 1))
         excess = tiling.power_excess(flops, tt, eff.energy_per_flop_j, tdp_w)
         if excess is not None:  # else the stretch is 1 for every kernel
             stretch = tiling.stretch_of(excess, tt, eff.power_window_s)
