@@ -155,3 +155,41 @@ def test_both_engines_read_one_plan_for_gemm_and_attention():
     attn = ops.attention("a", 4, 1, 8192, 32, 8, 128)
     grid = tiling.attention_plan(4, 1, 8192, 32, 8, 128, sms=132, kernel=FA3)
     assert attention_kernel(attn, H100).tile_count == int(grid.ctas)
+
+
+def test_mainloop_step_is_128_bytes_of_the_wider_operand():
+    # CUTLASS's Hopper/Blackwell tiles take K in 128-byte swizzled steps: 64 bf16 or 128 fp8 elements, so an fp8
+    # K loop of the same length keeps the same bytes in flight in half the round trips
+    assert tiling.gemm_block_k(2, 2) == 64 and tiling.gemm_block_k(1, 1) == 128 and tiling.gemm_block_k(2, 0.5) == 64
+    bf16 = tiling.gemm_pipeline_time(8192, 1e-6, tiling.gemm_block_k(2, 2))
+    fp8 = tiling.gemm_pipeline_time(8192, 1e-6, tiling.gemm_block_k(1, 1))
+    assert float(bf16) == pytest.approx(2 * float(fp8))
+    # the pipeline's shared memory is the same bytes either way: one 128x256 tile per 228 KiB SM
+    assert tiling.gemm_occupancy(128, 256, 1, 1, 233472) == tiling.gemm_occupancy(128, 256, 2, 2, 233472) == 1
+
+
+def test_fp8_gemms_run_the_tile_vllm_dispatches_without_split_k_in_both_engines():
+    # vLLM's scaled_mm dispatch on sm_90 (scaled_mm_sm90_fp8_dispatch.cuh): m ≤ 16 a swapped 64x16 tile, (64, 128]
+    # 64x128, above 128x128; never split-K. A bf16 GEMM of the same shape still takes the fastest candidate.
+    for m, tile in [(8, "16x64"), (100, "64x128"), (4096, "128x128")]:
+        op = ops.gemm("g", m, 8192, 8192, "fp8", out_dtype="bf16")
+        k = event.kernel_for(op, H100)
+        assert k.label == f"{tile} tiles, split-K 1"
+        assert float(event.time_ops([op], H100).time[0]) == pytest.approx(
+            float(analytic.time_ops([op], H100).time[0]), rel=0.05)
+    fastest = event.kernel_for(ops.gemm("g", 8, 8192, 8192), H100).label
+    assert fastest != "16x64 tiles, split-K 1"
+    # A100 (sm_80) has no fp8 dispatch table: the fastest candidate
+    assert tiling.library_dispatch("fp8", "ampere") is None
+    # the dispatched tile follows m's bucket, element by element, over a sweep
+    m = np.array([1.0, 16, 17, 64, 65, 128, 129, 300])
+    tm, tn = tiling.library_dispatch("fp8", "hopper")(m, np.full(8, 4096.0), np.full(8, 4096.0))
+    assert tm.tolist() == [16, 16, 64, 64, 64, 64, 128, 128] and tn.tolist() == [64, 64, 64, 64, 128, 128, 128, 128]
+
+
+def test_fp8_input_quantisation_is_vectorised_as_vllm_launches_it():
+    # scaled_fp8_quant_kernel_strided: 256 threads per token, 16 elements per thread per pass
+    threads = tiling.row_threads("elementwise", "quant", np.array([512.0, 4096.0, 8192.0, 16384.0]))
+    assert threads.tolist() == [256, 256, 256, 256]
+    assert tiling.row_passes("elementwise", "quant", np.array([512.0, 4096.0, 8192.0, 16384.0]),
+                             threads).tolist() == [1, 1, 2, 4]

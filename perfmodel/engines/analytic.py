@@ -139,7 +139,9 @@ def _gemms(stack: OpStack, hw: Hardware, levels: Sequence[Level], t: _Terms) -> 
                                 sms=hw.compute.units, peak=tensor_rate_of("gemm", g.dtype, hw),
                                 l2_bw=l2.bandwidth, hbm_bw=main.bandwidth, hbm_bytes=hbm_b,
                                 latency=latency, store_latency=l2.latency,
-                                reduce_s=eff.launch_s + l2.latency, smem_bytes=smem, sharing=sharing)
+                                reduce_s=eff.launch_s + l2.latency, smem_bytes=smem, sharing=sharing,
+                                dispatch=tiling.library_dispatch(g.dtype, hw.compute.architecture,
+                                                                 hw.compute.sm_version))
         c = plan.compute_s + vec
         l2_time = np.maximum(plan.l2_s, t.rows(f"time:{l2.name}", r) if l2.name != main.name else 0.0)
         t.put(f"time:{l2.name}", r, l2_time)

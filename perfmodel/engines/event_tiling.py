@@ -207,7 +207,9 @@ def gemm_kernels(op: Op, hw: Hardware, shapes=tiling.GEMM_TILES, splits=tiling.S
                             hbm_bytes=srv.level_bytes[main], latency=srv.latency_s,
                             store_latency=levels[0].latency, reduce_s=eff.launch_s + levels[0].latency,
                             smem_bytes=analytic.smem_per_sm(hw), shapes=shapes, splits=splits,
-                            sharing=tiling.operand_sharing(hw.compute.architecture, hw.compute.sm_version))
+                            sharing=tiling.operand_sharing(hw.compute.architecture, hw.compute.sm_version),
+                            dispatch=tiling.library_dispatch(op.dtype, hw.compute.architecture,
+                                                             hw.compute.sm_version))
     out = []
     for i, (pi, vec) in enumerate(zip(_each(plan, len(m)), vec_sm_s.tolist())):
         if empty[i]:

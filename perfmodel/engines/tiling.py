@@ -12,7 +12,8 @@ Per candidate (tile tm × tn, split-K s, r = CTAs resident per SM from the share
 pipeline, :func:`gemm_occupancy`):
     tiles    = ⌈m/tm⌉·⌈n/tn⌉·s,    slots = SMs·r
     mainloop = 2·tm·tn·⌈k/s⌉ / (peak/SMs · shape_eff(tm, tn))      (one SM's time for one tile)
-               at least ⌈⌈k/s⌉/(BK·stages)⌉ round trips to the level serving A and B (Little's law per CTA)
+               at least ⌈⌈k/s⌉/(BK·stages)⌉ round trips to the level serving A and B (Little's law per CTA;
+               BK: 128 bytes of the wider operand, 64 bf16 or 128 fp8 elements)
     epilogue = tm·tn·(output or fp32 partial bytes) / (B_L2 / SMs) + one L2 round trip (not overlapped)
     waves    = Σ over waves of w tiles: epilogue + max(floor, mainloop·max(1, w/SMs))     (:func:`waves_time`)
     L2       = tiles · (tm·a + tn·w)·⌈k/s⌉ + m·n·o  bytes          HBM = unique bytes (+ fp32 partials)
@@ -48,9 +49,11 @@ SPLIT_K = (1, 2, 4, 8)
 REFERENCE_TILE = 128 * 256
 SPLIT_K_REDUCE_S = 1.5e-6  # the extra reduction kernel of split-K, when the caller gives no launch cost
 ATTN_BLOCK_Q = 128
-# GEMM mainloop: K steps of 64 elements, 4 pipeline stages of A and B panels in shared memory (CUTLASS Hopper
-# defaults); a 128x256 bf16 tile then needs 4·(128+256)·64·2 B = 192 KiB: one tile per SM.
-GEMM_BLOCK_K = 64
+# GEMM mainloop: K steps of 128 bytes of the wider operand (64 bf16 elements, 128 fp8 ones: the 128-byte shared-
+# memory swizzle CUTLASS's Hopper and Blackwell tile shapes are built on), 4 pipeline stages of A and B panels in
+# shared memory (CUTLASS Hopper defaults); a 128x256 tile then needs 4·(128+256)·128 B = 192 KiB: one tile per SM.
+GEMM_BLOCK_K_BYTES = 128
+GEMM_BLOCK_K = 64  # elements of a 16-bit operand
 GEMM_STAGES = 4
 MAX_OCCUPANCY = 16
 
@@ -81,20 +84,25 @@ def shape_efficiency(tm: int, tn: int) -> float:
     return min(1.0, tm * tn / REFERENCE_TILE) ** 0.15
 
 
+def gemm_block_k(a_bytes: float, w_bytes: float) -> float:
+    """Elements of K per mainloop step: ``GEMM_BLOCK_K_BYTES`` of the wider operand."""
+    return GEMM_BLOCK_K_BYTES / max(a_bytes, w_bytes)
+
+
 def gemm_occupancy(tm: int, tn: int, a_bytes: float, w_bytes: float, smem_bytes: float | None) -> int:
     """GEMM CTAs resident per SM: the shared memory one SM has over one CTA's pipeline buffers,
     ``GEMM_STAGES`` K-blocks of A and B panels (stages·(tm·a + tn·w)·BK bytes); 1 without a per-SM scratchpad."""
-    footprint = GEMM_STAGES * (tm * a_bytes + tn * w_bytes) * GEMM_BLOCK_K
+    footprint = GEMM_STAGES * (tm * a_bytes + tn * w_bytes) * gemm_block_k(a_bytes, w_bytes)
     if not smem_bytes or footprint <= 0:
         return 1
     return int(min(MAX_OCCUPANCY, max(1, smem_bytes // footprint)))
 
 
-def gemm_pipeline_time(ks: Any, latency: float) -> Any:
+def gemm_pipeline_time(ks: Any, latency: float, block_k: float = GEMM_BLOCK_K) -> Any:
     """Least time of one tile's K loop when memory latency, not bandwidth, paces it: the mainloop keeps
-    ``GEMM_STAGES`` K-blocks of ``GEMM_BLOCK_K`` in flight (Little's law per CTA), so ⌈ks/BK⌉ blocks take
+    ``GEMM_STAGES`` K-blocks of ``block_k`` elements in flight (Little's law per CTA), so ⌈ks/BK⌉ blocks take
     ⌈⌈ks/BK⌉ / stages⌉ round trips to the level serving the operands."""
-    return np.ceil(np.ceil(np.asarray(ks, dtype=float) / GEMM_BLOCK_K) / GEMM_STAGES) * latency
+    return np.ceil(np.ceil(np.asarray(ks, dtype=float) / block_k) / GEMM_STAGES) * latency
 
 
 def gemm_epilogue_time(tm: int, tn: int, o_bytes: float, port_bw: float, latency: Any) -> Any:
@@ -175,8 +183,10 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
               peak: float, l2_bw: float, hbm_bw: Any, hbm_bytes: Any, latency: Any = 0.0,
               store_latency: float = 0.0, reduce_s: float = SPLIT_K_REDUCE_S,
               smem_bytes: float | None = None, shapes=GEMM_TILES, splits=SPLIT_K,
-              sharing: tuple[float, float] = (1.0, 1.0)) -> GemmPlan:
-    """The fastest tile shape and split-K for GEMMs of shape m×n×k (arrays broadcast).
+              sharing: tuple[float, float] = (1.0, 1.0), dispatch: Any = None) -> GemmPlan:
+    """The fastest tile shape and split-K for GEMMs of shape m×n×k (arrays broadcast), or, with ``dispatch``
+    (a function of (m, n, k) giving each GEMM's (tm, tn) arrays, :func:`library_dispatch`), the tile the library's
+    own dispatch table picks, without split-K.
 
     ``peak``, ``l2_bw`` and ``hbm_bw`` are attainable rates (efficiency applied). ``hbm_bytes`` is the op's
     main-memory traffic (0 when it is cache resident). ``latency``: round trip to the level serving the
@@ -191,6 +201,14 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     k = np.asarray(k, dtype=float)
     shape = np.broadcast_shapes(m.shape, n.shape, k.shape, np.shape(hbm_bytes), np.shape(latency),
                                 np.shape(hbm_bw))
+    fixed = None
+    if dispatch is not None:
+        tm_d, tn_d = (np.broadcast_to(np.asarray(v, dtype=float), shape) for v in dispatch(m, n, k))
+        shapes = tuple(sorted({(int(a), int(b)) for a, b in zip(tm_d.ravel().tolist(), tn_d.ravel().tolist())}))
+        splits = (1,)
+        index = {sh: i for i, sh in enumerate(shapes)}
+        fixed = np.array([index[(int(a), int(b))] for a, b in zip(tm_d.ravel().tolist(), tn_d.ravel().tolist())],
+                         dtype=np.intp).reshape(shape)
     try:
         consts = _gemm_candidates(tuple(shapes), tuple(splits), a_bytes, w_bytes, smem_bytes)
     except TypeError:  # operand widths given as arrays: not cached
@@ -205,7 +223,7 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     tiles = np.ceil(m / tm) * np.ceil(n / tn) * s
     ks = np.ceil(k / s)
     tile_c = 2.0 * tm * tn * ks / (peak / sms * eff)
-    floor = gemm_pipeline_time(ks, latency)
+    floor = gemm_pipeline_time(ks, latency, gemm_block_k(a_bytes, w_bytes))
     epi = tm * tn * np.where(split, 4.0, o_bytes) / (l2_bw / sms) + np.asarray(store_latency, dtype=float)
     waves, compute = waves_time(tiles, sms, occ, tile_c, floor, epi)
     l2b = tiles * (tm * a_bytes * sharing[0] + tn * w_bytes * sharing[1]) * ks + m * n * o_bytes
@@ -215,7 +233,8 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     red = np.where(split, reduce_s + (partials + m * n * o_bytes) / hbm_bw, 0.0)
     t = np.maximum(np.maximum(waves, l2b / l2_bw), hbm) + red
     t = np.broadcast_to(t, (n_cands,) + shape)
-    pick = np.argmin(t, axis=0)  # the first fastest, as a strict "<" scan over the candidates picks it
+    # the dispatched kernel, else the first fastest (as a strict "<" scan over the candidates picks it)
+    pick = fixed if fixed is not None else np.argmin(t, axis=0)
 
     def chosen(v: Any) -> Any:
         v = np.asarray(v, dtype=float)
@@ -228,6 +247,55 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
                     tile_compute_s=chosen(tile_c), tile_floor_s=chosen(floor), tile_epilogue_s=chosen(epi),
                     l2_bytes=chosen(l2b), partial_bytes=chosen(partials), reduce_s=chosen(red), time=chosen(t),
                     compute_s=chosen(compute), l2_s=chosen(l2b / l2_bw))
+
+
+def _next_pow2(x: Any) -> Any:
+    return 2.0 ** np.ceil(np.log2(np.maximum(np.asarray(x, dtype=float), 1.0)))
+
+
+def _scaled_mm_sm100(m: Any, n: Any, k: Any) -> tuple[Any, Any]:
+    """vLLM's fp8 scaled_mm on sm_100/103 (csrc/.../c3x/scaled_mm_sm100_fp8_dispatch.cuh), per-CTA (tm, tn): m ≤ 16
+    swaps A and B, a 128×32 tile over (n, m); m ≤ 64 a swapped 128×64 (64×64 unswapped when m = 64 and k < 4096);
+    larger m 128×128 (m > 256: a 256×128 tile on a CTA pair, 128×128 each)."""
+    tm = np.where(m <= 16, 32.0, np.where(m <= 64, 64.0, 128.0))
+    tn = np.where(m <= 16, 128.0, np.where(m <= 64, np.where((m == 64) & (k < 4096), 64.0, 128.0), 128.0))
+    return tm, tn
+
+
+def _scaled_mm_sm90(m: Any, n: Any, k: Any) -> tuple[Any, Any]:
+    """vLLM's fp8 scaled_mm on sm_90 (csrc/.../c3x/scaled_mm_sm90_fp8_dispatch.cuh), per-CTA (tm, tn): m ≤ 16, and
+    m ≤ 64 with n ≤ 1280, a swapped 64×16 tile over (n, m); m ≤ 64 a swapped 64×64; m ≤ 128 64×128; larger 128×128."""
+    small = (m <= 16) | ((m <= 64) & (n <= 1280))
+    tm = np.where(small, 16.0, np.where(m <= 64, 64.0, np.where(m <= 128, 64.0, 128.0)))
+    tn = np.where(small, 64.0, np.where(m <= 64, 64.0, 128.0))
+    return tm, tn
+
+
+def _scaled_mm_sm89(m: Any, n: Any, k: Any) -> tuple[Any, Any]:
+    """vLLM's fp8 scaled_mm on sm_89 (csrc/.../scaled_mm_c2x_sm89_fp8_dispatch.cuh): buckets of next_pow_2(m)
+    (at least 16), each choosing its CTA tile by next_pow_2(n)."""
+    mp, np2 = np.maximum(16.0, _next_pow2(m)), _next_pow2(n)
+    tm = np.select([mp <= 16, mp <= 32, mp <= 64, mp <= 128, mp <= 256],
+                   [np.where(np2 <= 24576, 16.0, 32.0), 32.0, 64.0, np.where(np2 <= 8192, 64.0, 128.0),
+                    np.where(np2 <= 4096, 64.0, 128.0)],
+                   np.where((np2 > 4096) & (np2 <= 8192), 256.0, 128.0))
+    tn = np.select([mp <= 16, mp <= 32, mp <= 64, mp <= 128, mp <= 256],
+                   [np.where((np2 > 8192) & (np2 <= 24576), 128.0, 64.0),
+                    np.where((np2 > 8192) & (np2 <= 16384), 128.0, 64.0),
+                    np.where((np2 > 8196) & (np2 <= 16384), 128.0, 64.0),
+                    np.where(np2 <= 16384, 128.0, 64.0), 128.0], 128.0)
+    return tm, tn
+
+
+#: GEMM kernels chosen by a library's own dispatch table rather than by the fastest candidate: (dtype, SM version)
+#: -> (m, n, k) -> per-CTA (tm, tn). vLLM runs fp8 linears (per-tensor scales) through CUTLASS scaled_mm.
+LIBRARY_DISPATCH = {("fp8", 89): _scaled_mm_sm89, ("fp8", 90): _scaled_mm_sm90, ("fp8", 100): _scaled_mm_sm100,
+                    ("fp8", 103): _scaled_mm_sm100}
+
+
+def library_dispatch(dtype: str, architecture: str | None, sm: int | None = None) -> Any:
+    """The dispatch table (:data:`LIBRARY_DISPATCH`) of ``dtype`` GEMMs on this SM version, or None."""
+    return LIBRARY_DISPATCH.get((dtype, sm_version(architecture, sm) or 0))
 
 
 def gemm_time(m: Any, n: Any, k: Any, **kw: Any) -> tuple[Any, Any, Any, Any]:
@@ -526,7 +594,12 @@ def attention_compute_time(plan: AttentionPlan, work: Any, *, sms: int, tile_s: 
 # indexSelectSmallIndex: min(⌈row / 128⌉, 8 · SMs) blocks span one table row, and every thread walks the ids one
 # after another, a grid-stride pass over the row for each. Either way a pass reads an id (a cache hit) and then
 # the table element it addresses: a round trip to the cache and one to main memory.
-ROW_KERNEL_VARIANTS = {"silu_mul": 1024, "silu": 1024, "gelu": 1024, "rope": 512, "quant": 1024}
+ROW_KERNEL_VARIANTS = {"silu_mul": 1024, "silu": 1024, "gelu": 1024, "rope": 512, "quant": 256}
+# vLLM's static fp8 quantisation (csrc/quantization/w8a8/fp8/common.cu, scaled_fp8_quant_kernel_strided) launches
+# 256 threads per token whatever the width and converts through vectorize_with_alignment<16>: 16 elements per thread
+# per pass of its loop.
+ROW_FIXED_BLOCK = ("quant",)
+ROW_VECTOR = {"quant": 16}
 ROW_SETUP_PASSES = {"rope": 1.0}
 THREADS_PER_SM = {86: 1536, 89: 1536, 120: 1536}
 DEFAULT_THREADS_PER_SM = 2048
@@ -538,8 +611,9 @@ GATHER_SMALL_INDEX = 16  # index_select_out_cuda_impl: "numIndices <= 16"
 
 def row_threads(kind: str, variant: str, width: Any) -> Any:
     """Threads of one block of a row kernel (``None``: not a row kernel): norms min(width, 1024); SiLU·mul and
-    other activations min(width, 1024); rotary embedding min(width / 2, 512) (one thread per rotated pair);
-    embedding lookups 128 (a grid-stride loop, :func:`row_grid`)."""
+    other activations min(width, 1024); rotary embedding min(width / 2, 512) (one thread per rotated pair); fp8
+    input quantisation 256 (16 elements per thread per pass); embedding lookups 128 (a grid-stride loop,
+    :func:`row_grid`)."""
     width = np.asarray(width, dtype=float)
     if kind == "norm":
         return np.minimum(width, 1024.0)
@@ -548,12 +622,16 @@ def row_threads(kind: str, variant: str, width: Any) -> Any:
     cap = ROW_KERNEL_VARIANTS.get(variant)
     if kind != "elementwise" or cap is None:
         return None
+    if variant in ROW_FIXED_BLOCK:
+        return np.full(width.shape, float(cap))
     return np.minimum(np.maximum(_row_elements(variant, width), 1.0), float(cap))
 
 
 def _row_elements(variant: str, width: Any) -> Any:
-    """Elements one row's threads loop over: rotated pairs for the rotary kernel, the width otherwise."""
-    return width / 2.0 if variant == "rope" else width
+    """Steps one row's threads loop over: rotated pairs for the rotary kernel, vectors of ``ROW_VECTOR`` elements
+    for a vectorised kernel, the width otherwise."""
+    width = width / 2.0 if variant == "rope" else width
+    return np.ceil(width / ROW_VECTOR[variant]) if variant in ROW_VECTOR else width
 
 
 def row_passes(kind: str, variant: str, width: Any, threads: Any) -> Any:
