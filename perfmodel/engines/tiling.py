@@ -204,11 +204,10 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     fixed = None
     if dispatch is not None:
         tm_d, tn_d = (np.broadcast_to(np.asarray(v, dtype=float), shape) for v in dispatch(m, n, k))
-        shapes = tuple(sorted({(int(a), int(b)) for a, b in zip(tm_d.ravel().tolist(), tn_d.ravel().tolist())}))
+        keys, inverse = np.unique(tm_d.ravel() * 65536.0 + tn_d.ravel(), return_inverse=True)  # tile edges < 65536
+        shapes = tuple((int(key // 65536), int(key % 65536)) for key in keys)
         splits = (1,)
-        index = {sh: i for i, sh in enumerate(shapes)}
-        fixed = np.array([index[(int(a), int(b))] for a, b in zip(tm_d.ravel().tolist(), tn_d.ravel().tolist())],
-                         dtype=np.intp).reshape(shape)
+        fixed = inverse.reshape(shape).astype(np.intp)
     try:
         consts = _gemm_candidates(tuple(shapes), tuple(splits), a_bytes, w_bytes, smem_bytes)
     except TypeError:  # operand widths given as arrays: not cached
