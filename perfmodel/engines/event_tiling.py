@@ -329,7 +329,7 @@ def row_kernels(op: Op, hw: Hardware) -> list[Kernel] | None:
     widths = _values(op, "shape['width']", width)
     threads = tiling.row_threads(op.kind, variant, widths)
     passes = tiling.row_passes(op.kind, variant, widths, threads)
-    blocks, resident, block_s = (np.broadcast_to(a, (n,)) for a in tiling.row_grid(
+    blocks, resident, block_s, last_s = (np.broadcast_to(a, (n,)) for a in tiling.row_grid(
         tokens, widths, threads, passes, sms=hw.compute.units, sm=sm, pass_s=pass_s,
         cache_s=analytic.row_cache_latency(hw), nbytes=_values(op, "bytes", op.bytes),
         stream_bw=analytic.row_stream_bandwidth(hw)))
@@ -337,12 +337,16 @@ def row_kernels(op: Op, hw: Hardware) -> list[Kernel] | None:
     srv = _servings(op, hw)
     work_sm_s = (_values(op, "flops", op.flops) / _compute_rate(op, hw) + _vector_s(op, hw)) * hw.compute.units
     out = []
-    for i, (b, t, per_sm, chain, work) in enumerate(zip(blocks.tolist(), threads.tolist(), resident.tolist(),
-                                                        block_s.tolist(), work_sm_s.tolist())):
+    for i, (b, t, per_sm, chain, last, work) in enumerate(zip(blocks.tolist(), threads.tolist(), resident.tolist(),
+                                                              block_s.tolist(), last_s.tolist(), work_sm_s.tolist())):
         b, per_sm = int(b), int(per_sm)
         what = "rows" if op.kind != "embedding" else "blocks of a grid-stride gather"
-        cls = TileClass(b, work / b, _split(srv.at(i).level_bytes, 1.0 / b), 0.0, chain)
-        out.append(Kernel(op.name, (cls,), per_sm, float(srv.latency_s[i]), 0.0,
+        # the full waves' blocks first, then the last, partial wave's (its blocks share the bandwidth among fewer)
+        rest = b % (hw.compute.units * per_sm)
+        level_bytes = _split(srv.at(i).level_bytes, 1.0 / b)
+        classes = tuple(TileClass(c, work / b, level_bytes, 0.0, floor)
+                        for c, floor in ((b - rest, chain), (rest, last)) if c > 0)
+        out.append(Kernel(op.name, classes, per_sm, float(srv.latency_s[i]), 0.0,
                           f"{b} {what}, one block of {t:g} threads each, {per_sm} per SM"))
     return out
 

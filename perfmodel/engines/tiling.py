@@ -651,11 +651,12 @@ def row_blocks_per_sm(threads: Any, sm: int | None) -> Any:
 
 
 def row_grid(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: int, sm: int | None, pass_s: float,
-             cache_s: float, nbytes: Any = 0.0, stream_bw: float | None = None) -> tuple[Any, Any, Any]:
-    """Blocks, resident blocks per SM and one block's time of a row kernel (``passes`` > 0: a block per token,
-    ``passes`` round trips) or an embedding lookup (``passes`` 0: the grid-stride gather, each pass a round trip
-    plus the cache round trip ``cache_s`` of its id). A round trip takes ``pass_s``, or, when the resident blocks'
-    bytes of one pass (the op's ``nbytes`` spread over its blocks' passes) take longer at ``stream_bw``, that."""
+             cache_s: float, nbytes: Any = 0.0, stream_bw: float | None = None) -> tuple[Any, Any, Any, Any]:
+    """Blocks, resident blocks per SM, one block's time in a full wave and in the last, partial wave (equal when
+    there is none) of a row kernel (``passes`` > 0: a block per token, ``passes`` round trips) or an embedding
+    lookup (``passes`` 0: the grid-stride gather, each pass a round trip plus the cache round trip ``cache_s`` of
+    its id). A round trip takes ``pass_s``, or, when a wave's blocks' bytes of one pass (the op's ``nbytes`` spread
+    over its blocks' passes) take longer at ``stream_bw``, that: a partial wave moves only its own blocks' bytes."""
     tokens = np.ceil(np.maximum(np.asarray(tokens, dtype=float), 1.0))
     elements = tokens * np.asarray(width, dtype=float)
     threads = np.asarray(threads, dtype=float)
@@ -668,18 +669,23 @@ def row_grid(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: int, sm
     blocks = np.where(gather, np.maximum(gather_blocks, 1.0), tokens)
     per_sm = row_blocks_per_sm(threads, sm)
     n_passes = np.maximum(np.where(gather, gather_passes, passes), 1.0)
-    trip = pass_s
-    if stream_bw:
-        resident = np.minimum(blocks, sms * per_sm)
-        trip = np.maximum(pass_s, resident * np.asarray(nbytes, dtype=float) / (blocks * n_passes) / stream_bw)
-    block_s = np.where(gather, gather_passes * (trip + cache_s), passes * trip)
-    return blocks, per_sm, block_s
+    slots = sms * per_sm
+    rest = blocks - np.floor(blocks / slots) * slots
+    wave_blocks = (np.minimum(blocks, slots), np.where(rest > 0, rest, np.minimum(blocks, slots)))
+    out = []
+    for in_wave in wave_blocks:
+        trip = pass_s
+        if stream_bw:
+            trip = np.maximum(pass_s, in_wave * np.asarray(nbytes, dtype=float) / (blocks * n_passes) / stream_bw)
+        out.append(np.where(gather, gather_passes * (trip + cache_s), passes * trip))
+    return blocks, per_sm, out[0], out[1]
 
 
 def row_kernel_time(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: int, sm: int | None,
                     pass_s: float, cache_s: float, nbytes: Any = 0.0, stream_bw: float | None = None) -> Any:
-    """Least time of a row kernel or embedding lookup: ⌈blocks / (SMs · resident blocks)⌉ waves of one block's
-    passes (:func:`row_grid`)."""
-    blocks, per_sm, block_s = row_grid(tokens, width, threads, passes, sms=sms, sm=sm, pass_s=pass_s,
-                                       cache_s=cache_s, nbytes=nbytes, stream_bw=stream_bw)
-    return np.ceil(blocks / (sms * per_sm)) * block_s
+    """Least time of a row kernel or embedding lookup: its full waves of resident blocks and the last, partial one,
+    each one block's passes (:func:`row_grid`)."""
+    blocks, per_sm, block_s, last_s = row_grid(tokens, width, threads, passes, sms=sms, sm=sm, pass_s=pass_s,
+                                               cache_s=cache_s, nbytes=nbytes, stream_bw=stream_bw)
+    full = np.floor(blocks / (sms * per_sm))
+    return full * block_s + np.where(blocks > full * sms * per_sm, last_s, 0.0)
