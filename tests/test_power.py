@@ -103,7 +103,7 @@ def test_siblings_take_the_fp8_terms_and_other_devices_only_the_fraction():
     h100, h200, pro = (load_hardware(n) for n in ("h100-sxm", "h200-sxm", "rtx-pro-6000-server"))
     assert h200.efficiency.tensor_dtype["fp8"] == pytest.approx(
         h100.efficiency.tensor_dtype["fp8"] * h200.efficiency.tensor / h100.efficiency.tensor)
-    assert h200.efficiency.energy_per_flop_dtype == h100.efficiency.energy_per_flop_dtype
+    assert h200.efficiency.energy_per_flop_dtype == pytest.approx(h100.efficiency.energy_per_flop_dtype, rel=1e-12)
     assert "fp8" in pro.efficiency.tensor_dtype and not pro.efficiency.energy_per_flop_dtype
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import string
+from pathlib import Path
 
 import pytest
 import yaml
@@ -219,3 +220,17 @@ def test_arbitrary_yaml_text_never_crashes(text, tmp_path_factory):
         load_hardware(path)
     except SpecError:
         pass
+
+
+def test_a_calibration_that_cannot_be_carried_names_the_file_and_field(tmp_path):
+    """A copied spec whose ``calibrated_for`` has a zero figure cannot be normalised: the error names the file it
+    came from and the field, as every other spec error does (it named the catalog device instead)."""
+    from perfmodel.errors import SpecError
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "hardware" / "h100-sxm.yaml").read_text())
+    spec["efficiency"]["calibrated_for"]["main_bandwidth_bytes_per_s"] = 0
+    path = tmp_path / "copy.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(SpecError) as err:
+        load_hardware(path)
+    assert str(path) in str(err.value) and err.value.field == "efficiency.calibrated_for"

@@ -219,10 +219,16 @@ def resolve_multipliers(data: dict[str, Any], overrides: dict[str, Any], source:
     return out
 
 
+def spec_source(kind: str, name_or_path: str | Path) -> str:
+    """How errors name a spec: its path, or ``kind/file.yaml`` for a catalog entry."""
+    path = resolve(kind, name_or_path)
+    return str(path) if not str(path).startswith(str(catalog_dir(kind))) else f"{kind}/{path.name}"
+
+
 def load_spec(cls: type[S], kind: str, name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> S:
     """Load one spec of ``kind`` from a catalog name or a YAML path, apply overrides and validate."""
     path = resolve(kind, name_or_path)
-    source = str(path) if not str(path).startswith(str(catalog_dir(kind))) else f"{kind}/{path.name}"
+    source = spec_source(kind, path)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError(source, "<root>", data, "a mapping of field names to values")

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from perfmodel.errors import FieldProblems, Problem
-from perfmodel.specs.base import Spec, catalog_names, load_spec
+from perfmodel.errors import FieldProblems, Problem, SpecError
+from perfmodel.specs.base import Spec, catalog_names, load_spec, spec_source
 from perfmodel.transfer import is_own, resolve
 
 DType = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]
@@ -351,7 +351,12 @@ def load_hardware(name_or_path: str | Path, overrides: dict[str, Any] | None = N
         warn_findings(hardware_findings(hw), f"hardware {hw.name}")
     if not resolve_efficiency:
         return hw
-    return resolve(hw, catalog_calibrations)
+    try:
+        return resolve(hw, catalog_calibrations)
+    except SpecError as err:  # name the file the efficiency block came from, as every other spec error does
+        if isinstance(name_or_path, Hardware):
+            raise
+        raise SpecError.from_problems(spec_source("hardware", name_or_path), err.problems) from None
 
 
 @lru_cache(maxsize=1)
