@@ -179,6 +179,9 @@ def test_fp8_gemms_run_the_tile_vllm_dispatches_without_split_k_in_both_engines(
             float(analytic.time_ops([op], H100).time[0]), rel=0.05)
     fastest = event.kernel_for(ops.gemm("g", 8, 8192, 8192), H100).label
     assert fastest != "16x64 tiles, split-K 1"
+    # the GB202 graphics SM (sm_120, RTX PRO 6000) has its own table, never swapped
+    pro = load_hardware("rtx-pro-6000-server")
+    assert event.kernel_for(ops.gemm("g", 24, 8192, 8192, "fp8", out_dtype="bf16"), pro).label == "32x64 tiles, split-K 1"
     # A100 (sm_80) has no fp8 dispatch table: the fastest candidate
     assert tiling.library_dispatch("fp8", "ampere") is None
     # the dispatched tile follows m's bucket, element by element, over a sweep

@@ -286,10 +286,17 @@ def _scaled_mm_sm89(m: Any, n: Any, k: Any) -> tuple[Any, Any]:
     return tm, tn
 
 
+def _scaled_mm_sm120(m: Any, n: Any, k: Any) -> tuple[Any, Any]:
+    """vLLM's fp8 scaled_mm on sm_120 (csrc/.../c3x/scaled_mm_sm120_fp8_dispatch.cuh), no swap: m ≤ 16 a 16×64
+    tile, m ≤ 32 32×64, m ≤ 256 64×64, larger 128×128."""
+    tm = np.where(m <= 16, 16.0, np.where(m <= 32, 32.0, np.where(m <= 256, 64.0, 128.0)))
+    return tm, np.where(m <= 256, 64.0, 128.0)
+
+
 #: GEMM kernels chosen by a library's own dispatch table rather than by the fastest candidate: (dtype, SM version)
 #: -> (m, n, k) -> per-CTA (tm, tn). vLLM runs fp8 linears (per-tensor scales) through CUTLASS scaled_mm.
 LIBRARY_DISPATCH = {("fp8", 89): _scaled_mm_sm89, ("fp8", 90): _scaled_mm_sm90, ("fp8", 100): _scaled_mm_sm100,
-                    ("fp8", 103): _scaled_mm_sm100}
+                    ("fp8", 103): _scaled_mm_sm100, ("fp8", 120): _scaled_mm_sm120}
 
 
 def library_dispatch(dtype: str, architecture: str | None, sm: int | None = None) -> Any:
