@@ -196,3 +196,20 @@ def test_fp8_input_quantisation_is_vectorised_as_vllm_launches_it():
     assert threads.tolist() == [256, 256, 256, 256]
     assert tiling.row_passes("elementwise", "quant", np.array([512.0, 4096.0, 8192.0, 16384.0]),
                              threads).tolist() == [1, 1, 2, 4]
+
+
+def test_a_tile_whose_pipeline_does_not_fit_shared_memory_runs_fewer_stages_or_not_at_all():
+    # L40S (Ada): 100 KiB of shared memory per SM. A 128x256 bf16 tile's K-block is 48 KiB: two stages fit, not
+    # four, so its K loop keeps half the bytes in flight (twice the round trips); on H100 (228 KiB) all four fit.
+    stage = (128 * 2 + 256 * 2) * 64
+    assert tiling.gemm_stages(128, 256, 2, 2, 102400) == 2 and 2 * stage <= 102400 < 3 * stage
+    assert tiling.gemm_stages(128, 256, 2, 2, 233472) == 4
+    assert tiling.gemm_stages(256, 256, 2, 2, 65536) == 0  # not even double buffering fits: no such kernel
+    kw = dict(a_bytes=2, w_bytes=2, o_bytes=2, sms=142, peak=3e14, l2_bw=5e12, hbm_bw=8e11, hbm_bytes=1e6,
+              latency=2.5e-7)
+    pinned = dict(shapes=((128, 256),), splits=(1,))
+    small, large = (tiling.gemm_plan(256, 256, 8192, smem_bytes=smem, **pinned, **kw) for smem in (102400, 233472))
+    assert float(small.tile_floor_s) == pytest.approx(2 * float(large.tile_floor_s))
+    # with only tiles that cannot run offered beside one that can, the plan takes the one that can
+    plan = tiling.gemm_plan(4096, 4096, 4096, smem_bytes=65536, shapes=((256, 256), (64, 64)), splits=(1,), **kw)
+    assert (int(plan.tm), int(plan.tn)) == (64, 64)

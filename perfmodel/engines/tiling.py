@@ -55,6 +55,7 @@ ATTN_BLOCK_Q = 128
 GEMM_BLOCK_K_BYTES = 128
 GEMM_BLOCK_K = 64  # elements of a 16-bit operand
 GEMM_STAGES = 4
+GEMM_MIN_STAGES = 2  # a double-buffered mainloop, the fewest CUTLASS builds
 MAX_OCCUPANCY = 16
 
 
@@ -89,20 +90,32 @@ def gemm_block_k(a_bytes: float, w_bytes: float) -> float:
     return GEMM_BLOCK_K_BYTES / max(a_bytes, w_bytes)
 
 
+def gemm_stages(tm: int, tn: int, a_bytes: float, w_bytes: float, smem_bytes: float | None) -> int:
+    """Pipeline stages of one CTA: ``GEMM_STAGES`` K-blocks of A and B panels ((tm·a + tn·w)·BK bytes each), fewer
+    where one SM's shared memory cannot hold them (as CUTLASS's automatic stage count does), 0 where not even
+    ``GEMM_MIN_STAGES`` fit (no such kernel); ``GEMM_STAGES`` without a per-SM scratchpad."""
+    stage = (tm * a_bytes + tn * w_bytes) * gemm_block_k(a_bytes, w_bytes)
+    if not smem_bytes or stage <= 0:
+        return GEMM_STAGES
+    n = int(min(GEMM_STAGES, smem_bytes // stage))
+    return n if n >= GEMM_MIN_STAGES else 0
+
+
 def gemm_occupancy(tm: int, tn: int, a_bytes: float, w_bytes: float, smem_bytes: float | None) -> int:
-    """GEMM CTAs resident per SM: the shared memory one SM has over one CTA's pipeline buffers,
-    ``GEMM_STAGES`` K-blocks of A and B panels (stages·(tm·a + tn·w)·BK bytes); 1 without a per-SM scratchpad."""
-    footprint = GEMM_STAGES * (tm * a_bytes + tn * w_bytes) * gemm_block_k(a_bytes, w_bytes)
+    """GEMM CTAs resident per SM: the shared memory one SM has over one CTA's pipeline buffers (its
+    :func:`gemm_stages` K-blocks of A and B panels); 1 without a per-SM scratchpad."""
+    stages = gemm_stages(tm, tn, a_bytes, w_bytes, smem_bytes)
+    footprint = stages * (tm * a_bytes + tn * w_bytes) * gemm_block_k(a_bytes, w_bytes)
     if not smem_bytes or footprint <= 0:
         return 1
     return int(min(MAX_OCCUPANCY, max(1, smem_bytes // footprint)))
 
 
-def gemm_pipeline_time(ks: Any, latency: float, block_k: float = GEMM_BLOCK_K) -> Any:
+def gemm_pipeline_time(ks: Any, latency: float, block_k: float = GEMM_BLOCK_K, stages: Any = GEMM_STAGES) -> Any:
     """Least time of one tile's K loop when memory latency, not bandwidth, paces it: the mainloop keeps
-    ``GEMM_STAGES`` K-blocks of ``block_k`` elements in flight (Little's law per CTA), so ⌈ks/BK⌉ blocks take
+    ``stages`` K-blocks of ``block_k`` elements in flight (Little's law per CTA), so ⌈ks/BK⌉ blocks take
     ⌈⌈ks/BK⌉ / stages⌉ round trips to the level serving the operands."""
-    return np.ceil(np.ceil(np.asarray(ks, dtype=float) / block_k) / GEMM_STAGES) * latency
+    return np.ceil(np.ceil(np.asarray(ks, dtype=float) / block_k) / np.maximum(stages, 1)) * latency
 
 
 def gemm_epilogue_time(tm: int, tn: int, o_bytes: float, port_bw: float, latency: Any) -> Any:
@@ -166,14 +179,15 @@ class GemmPlan:
 
 @functools.lru_cache(maxsize=256)
 def _gemm_candidates(shapes: tuple, splits: tuple, a_bytes: float, w_bytes: float, smem_bytes: float | None):
-    """(tm, tn, split, shape efficiency, occupancy) of every candidate kernel, as read-only arrays (None: no
-    candidate)."""
+    """(tm, tn, split, shape efficiency, occupancy, pipeline stages) of every candidate kernel, as read-only
+    arrays (None: no candidate)."""
     cands = [(tm, tn, s) for tm, tn in shapes for s in splits]
     if not cands:
         return None
     out = (np.array([c[0] for c in cands], dtype=float), np.array([c[1] for c in cands], dtype=float),
            np.array([c[2] for c in cands], dtype=float), np.array([shape_efficiency(c[0], c[1]) for c in cands]),
-           np.array([gemm_occupancy(c[0], c[1], a_bytes, w_bytes, smem_bytes) for c in cands], dtype=float))
+           np.array([gemm_occupancy(c[0], c[1], a_bytes, w_bytes, smem_bytes) for c in cands], dtype=float),
+           np.array([gemm_stages(c[0], c[1], a_bytes, w_bytes, smem_bytes) for c in cands], dtype=float))
     for a in out:
         a.flags.writeable = False
     return out
@@ -217,12 +231,12 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     # Every candidate at once, along a leading axis (the candidates' constants are columns of shape (C, 1, ...)).
     n_cands = len(consts[0])
     col = (-1,) + (1,) * len(shape)
-    tm, tn, s, eff, occ = (c.reshape(col) for c in consts)
+    tm, tn, s, eff, occ, stages = (c.reshape(col) for c in consts)
     split = s > 1
     tiles = np.ceil(m / tm) * np.ceil(n / tn) * s
     ks = np.ceil(k / s)
     tile_c = 2.0 * tm * tn * ks / (peak / sms * eff)
-    floor = gemm_pipeline_time(ks, latency, gemm_block_k(a_bytes, w_bytes))
+    floor = gemm_pipeline_time(ks, latency, gemm_block_k(a_bytes, w_bytes), stages)
     epi = tm * tn * np.where(split, 4.0, o_bytes) / (l2_bw / sms) + np.asarray(store_latency, dtype=float)
     waves, compute = waves_time(tiles, sms, occ, tile_c, floor, epi)
     l2b = tiles * (tm * a_bytes * sharing[0] + tn * w_bytes * sharing[1]) * ks + m * n * o_bytes
@@ -231,7 +245,7 @@ def gemm_plan(m: Any, n: Any, k: Any, *, a_bytes: float, w_bytes: float, o_bytes
     # split-K's reduction is a second kernel, after the first: it reads the partials and writes C
     red = np.where(split, reduce_s + (partials + m * n * o_bytes) / hbm_bw, 0.0)
     t = np.maximum(np.maximum(waves, l2b / l2_bw), hbm) + red
-    t = np.broadcast_to(t, (n_cands,) + shape)
+    t = np.broadcast_to(np.where(stages > 0, t, np.inf), (n_cands,) + shape)  # a tile whose pipeline does not fit
     # the dispatched kernel, else the first fastest (as a strict "<" scan over the candidates picks it)
     pick = fixed if fixed is not None else np.argmin(t, axis=0)
 
