@@ -28,12 +28,15 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from perfmodel.specs.model import Model, load_model
 from perfmodel.specs.scenario import Scenario, load_scenario
+
+if TYPE_CHECKING:  # the runner's result type, shared with the kernel runner (validation/measure.py)
+    from perfmodel.validation.measure import MeasureResult
 
 SOURCE_PREFIX = "perfmodel-e2e"
 E2E_COLUMNS = ("scenario", "model", "layers", "phase", "steps", "spec", "timing", "q1_s", "q3_s", "repeats")
@@ -166,14 +169,6 @@ def case_rows(case: Case, runs: list, hardware: str, source: str, *, timing: str
     return rows
 
 
-@dataclass
-class E2EResult:
-    path: Path
-    measured: int = 0
-    skipped: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-
 def measured_specs(path: Path, hardware: str) -> set[str]:
     """``spec`` of the cases already in the table for ``hardware`` (to resume)."""
     from perfmodel.validation.table import read_table
@@ -190,7 +185,7 @@ def measured_specs(path: Path, hardware: str) -> set[str]:
 def measure_e2e(cases: Sequence[Case], output: str | Path, *, device: str = "cpu",
                 hardware: str | Path | None = None, repeats: int = 3, warmup: int = 1, resume: bool = True,
                 graph_replays: int = 0, clock: str = "wall", progress: bool = True,
-                on_row: Callable[[dict[str, Any]], None] | None = None) -> E2EResult:
+                on_row: Callable[[dict[str, Any]], None] | None = None) -> MeasureResult:
     """Time ``cases`` on ``device`` and append their step and run rows to the table at ``output``; on CUDA with
     ``graph_replays`` > 0 also one run of each replayable case timed from CUDA graph replays."""
     import torch
@@ -200,7 +195,7 @@ def measure_e2e(cases: Sequence[Case], output: str | Path, *, device: str = "cpu
     from perfmodel.reference.runner import TORCH_DTYPES, capacity
     from perfmodel.reference.weights import random_weights
     from perfmodel.validation import microbench as mb
-    from perfmodel.validation.measure import device_hardware, hardware_label
+    from perfmodel.validation.measure import MeasureResult, device_hardware, hardware_label
     from perfmodel.validation.table import append_rows, table_format
 
     mb.check_device(device)
@@ -217,7 +212,7 @@ def measure_e2e(cases: Sequence[Case], output: str | Path, *, device: str = "cpu
         path.unlink()
     done = measured_specs(path, label) if resume else set()
     todo = [c for c in cases if c.spec_json() not in done]
-    result = E2EResult(path, skipped=len(cases) - len(todo))
+    result = MeasureResult(path, skipped=len(cases) - len(todo))
     from perfmodel.reference.runner import clock_function
 
     clock_function(clock, torch.device(device))  # a clock the device cannot use is refused before any run
