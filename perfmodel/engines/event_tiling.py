@@ -342,7 +342,7 @@ def row_kernels(op: Op, hw: Hardware) -> list[Kernel] | None:
         b, per_sm = int(b), int(per_sm)
         what = "rows" if op.kind != "embedding" else "blocks of a grid-stride gather"
         # the full waves' blocks first, then the last, partial wave's (its blocks share the bandwidth among fewer)
-        rest = b % (hw.compute.units * per_sm)
+        rest = int(tiling.wave_split(b, hw.compute.units * per_sm)[1])
         level_bytes = _split(srv.at(i).level_bytes, 1.0 / b)
         classes = tuple(TileClass(c, work / b, level_bytes, 0.0, floor)
                         for c, floor in ((b - rest, chain), (rest, last)) if c > 0)

@@ -125,6 +125,14 @@ def gemm_epilogue_time(tm: int, tn: int, o_bytes: float, port_bw: float, latency
     return tm * tn * o_bytes / port_bw + np.asarray(latency, dtype=float)
 
 
+def wave_split(count: Any, slots: Any) -> tuple[Any, Any]:
+    """(full waves, blocks of the last, partial wave: 0 when there is none) of ``count`` blocks dealt out
+    ``slots`` at a time."""
+    count = np.asarray(count, dtype=float)
+    full = np.floor(count / slots)
+    return full, count - full * slots
+
+
 def waves_time(tiles: Any, sms: int, occupancy: Any, compute_s: Any, floor_s: Any = 0.0,
                serial_s: Any = 0.0) -> tuple[Any, Any]:
     """(time, compute part) of a grid of identical tiles run alone in waves, bandwidth aside.
@@ -134,10 +142,8 @@ def waves_time(tiles: Any, sms: int, occupancy: Any, compute_s: Any, floor_s: An
     the event engine's per-wave rule (:func:`perfmodel.engines.event_tiling.lone_kernel_time`) without its
     bandwidth terms, which the analytic engine takes as separate roofline terms.
     """
-    tiles = np.asarray(tiles, dtype=float)
     slots = sms * np.asarray(occupancy, dtype=float)
-    full = np.floor(tiles / slots)
-    rest = tiles - full * slots
+    full, rest = wave_split(tiles, slots)
     stretch_full = np.maximum(1.0, slots / sms)
     stretch_rest = np.maximum(1.0, rest / sms)
     c_full, c_rest = compute_s * stretch_full, compute_s * stretch_rest
@@ -691,7 +697,7 @@ def row_grid(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: int, sm
     per_sm = row_blocks_per_sm(threads, sm)
     n_passes = np.maximum(np.where(gather, gather_passes, passes), 1.0)
     slots = sms * per_sm
-    rest = blocks - np.floor(blocks / slots) * slots
+    rest = wave_split(blocks, slots)[1]
     wave_blocks = (np.minimum(blocks, slots), np.where(rest > 0, rest, np.minimum(blocks, slots)))
     out = []
     for in_wave in wave_blocks:
@@ -708,5 +714,5 @@ def row_kernel_time(tokens: Any, width: Any, threads: Any, passes: Any, *, sms: 
     each one block's passes (:func:`row_grid`)."""
     blocks, per_sm, block_s, last_s = row_grid(tokens, width, threads, passes, sms=sms, sm=sm, pass_s=pass_s,
                                                cache_s=cache_s, nbytes=nbytes, stream_bw=stream_bw)
-    full = np.floor(blocks / (sms * per_sm))
-    return full * block_s + np.where(blocks > full * sms * per_sm, last_s, 0.0)
+    full, rest = wave_split(blocks, sms * per_sm)
+    return full * block_s + np.where(rest > 0, last_s, 0.0)
